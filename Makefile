@@ -1,0 +1,28 @@
+# Two targets a fresh machine needs: `make run` and `make test`. Both build .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+.PHONY: setup run test lint bench screenshots
+setup: $(BIN)/.installed
+
+run: setup
+	$(BIN)/slotlab $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/pytest -n 2 -q
+
+bench: setup
+	$(BIN)/slotlab bench $(ARGS)

@@ -1,0 +1,198 @@
+"""Typed events: everything that matters in a run, as msgspec Structs in one tagged union.
+
+A session log is one JSON object per line: a ``header``, the events in ``(t, seq)`` order, and
+a closing ``verdict``. ``t`` is virtual time in ns and ``seq`` the emission order; the bus
+stamps both, so the model never reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+
+class Event(msgspec.Struct, tag_field="kind", kw_only=True, gc=False):
+    t: int = 0
+    seq: int = 0
+
+
+# --- the modelled kernel ------------------------------------------------------------------
+
+
+class IoctlEnter(Event, tag="ioctl_enter"):
+    """A VM ioctl begins (userspace entered the kernel)."""
+
+    actor: str
+    ioctl: str
+    slot: int = 0
+    flags: int = 0
+    guest_phys_addr: int = 0
+    memory_size: int = 0
+    userspace_addr: int = 0
+    entries: int = 0
+
+
+class IoctlExit(Event, tag="ioctl"):
+    """A VM ioctl returned; errno 0 on success. change is the KVM_MR_* it performed."""
+
+    actor: str
+    ioctl: str
+    slot: int = 0
+    errno: int = 0
+    error: str = ""
+    change: str = ""
+
+
+class MemslotChange(Event, tag="memslot"):
+    """One step of kvm_set_memslot(): the INVALID copy published, or the change committed."""
+
+    as_id: int
+    id: int
+    change: str
+    step: str
+    base_gfn: int
+    npages: int
+    flags: int
+
+
+class SwapPublish(Event, tag="swap_publish"):
+    """kvm_swap_active_memslots(): the inactive set is now active, with the
+    update-in-progress bit set until readers drain."""
+
+    as_id: int
+    generation: int
+    version: int
+
+
+class SwapDone(Event, tag="swap_done"):
+    """The swap's synchronize_srcu_expedited() returned; the generation is final."""
+
+    as_id: int
+    generation: int
+
+
+class Zap(Event, tag="zap"):
+    """kvm_arch_flush_shadow_memslot(): stage-2 mappings dropped."""
+
+    as_id: int
+    start_gfn: int
+    end_gfn: int
+    sptes: int
+    zap_all: bool
+
+
+class SrcuLock(Event, tag="srcu_lock"):
+    reader: str
+    idx: int
+
+
+class SrcuUnlock(Event, tag="srcu_unlock"):
+    reader: str
+    idx: int
+    held_ns: int
+
+
+class SrcuUnlockMismatch(Event, tag="srcu_unlock_mismatch"):
+    """srcu_read_unlock() with an index other than the one srcu_read_lock() returned."""
+
+    reader: str
+    held_idx: int
+    idx: int
+
+
+class SrcuGp(Event, tag="srcu_gp"):
+    """A grace period changed phase: start, scan1, flip, scan2, end."""
+
+    gp_seq: int
+    phase: str
+    expedited: bool
+    srcu_idx: int
+    waiting_on: list[str] = msgspec.field(default_factory=list)
+
+
+class Fault(Event, tag="fault"):
+    """A stage-2 fault and how KVM resolved it."""
+
+    vcpu: int
+    gpa: int
+    access: str
+    outcome: str
+    slot: int = -1
+    generation: int = 0
+
+
+class Exit(Event, tag="exit"):
+    """KVM_RUN returned to userspace."""
+
+    vcpu: int
+    reason: str
+    rip: int
+    phys_addr: int = 0
+    len: int = 0
+    is_write: bool = False
+    data: int = 0
+    suberror: int = 0
+
+
+class UdInjected(Event, tag="ud_injected"):
+    """Emulation failed at CPL > 0 or in L2: KVM queued #UD and resumed the guest."""
+
+    vcpu: int
+    rip: int
+    cpl: int
+    guest_mode: bool
+
+
+class DirtyLog(Event, tag="dirty_log"):
+    """KVM_GET_DIRTY_LOG harvested these page offsets of the slot."""
+
+    slot: int
+    pages: list[int]
+
+
+class ReaderUseAfterFree(Event, tag="srcu_uaf"):
+    """A reader used a memslot set retired that many synchronize calls ago (rcutorture's
+    pipe count); two or more means its memory was already freed."""
+
+    reader: str
+    as_id: int
+    version: int
+    age: int
+
+
+# --- bus --------------------------------------------------------------------------------
+
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    """Stamps events with (t, seq) and hands them to subscribers in emission order."""
+
+    __slots__ = ("_subscribers", "now", "seq")
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.seq = 0
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, fn: Subscriber) -> None:
+        self._subscribers.append(fn)
+
+    def unsubscribe(self, fn: Subscriber) -> None:
+        self._subscribers.remove(fn)
+
+    def emit(self, event: Event) -> None:
+        event.t = self.now
+        event.seq = self.seq
+        self.seq += 1
+        for fn in self._subscribers:
+            fn(event)
+
+
+def to_builtins(event: Event) -> dict[str, Any]:
+    out: dict[str, Any] = msgspec.to_builtins(event)
+    return out

@@ -1,0 +1,1 @@
+"""The KVM being modelled: synchronous state machines, no trio, no clock, no I/O."""

@@ -1,0 +1,96 @@
+"""The host the model pretends to be: which KVM, on which machine.
+
+The defaults mirror the real /dev/kvm of the machines slotlab is developed on (Linux 6.18,
+kvm_pvm, one address space, 52-bit guest physical addresses, 32,764 user slots), so that the
+model and the kernel can be compared call for call. Stock x86 KVM with SMM is one argument away:
+``Host(nr_address_spaces=2)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from engine.model import constants as c
+
+TASK_SIZE_MAX = 0x7FFFFFFFF000  # x86-64, 4-level paging: highest userspace address + 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Host:
+    """Configuration of the modelled kernel and machine."""
+
+    nr_address_spaces: int = 1
+    """kvm_arch_nr_memslot_as_ids(): 2 on x86 with SMM, 1 on this PVM host."""
+    maxphyaddr: int = 52
+    """Guest physical address bits; the last gfn of a slot must stay below 2^(maxphyaddr-12)."""
+    task_size_max: int = TASK_SIZE_MAX
+    """access_ok() limit for userspace_addr + memory_size."""
+    nr_memslots: int = c.KVM_USER_MEM_SLOTS
+    """KVM_USER_MEM_SLOTS: ids at or above it are EINVAL."""
+    readonly_mem: bool = True
+    """kvm_arch_has_readonly_mem(): whether KVM_MEM_READONLY is accepted."""
+    nr_cpus: int = 2
+    """Host CPUs; KVM_CAP_NR_VCPUS answers this."""
+    mmio_caching: bool = True
+    """Whether a no-slot fault installs an MMIO SPTE stamped with the generation (stock x86
+    does; this PVM host logs "mmio caching disabled", which changes cost, not outcomes)."""
+    slot_zap_all: bool = True
+    """KVM_X86_QUIRK_SLOT_ZAP_ALL: DELETE and MOVE zap every SPTE, not just the slot's range."""
+    fetch_noslot: str = "internal_error"
+    """What an instruction fetch from a GPA without a memslot does. "internal_error" is the
+    kernel as merged; "mmio_len0" is Sean Christopherson's 2022 proposal (KVM_EXIT_MMIO with
+    len 0 that userspace re-enters)."""
+
+    def __post_init__(self) -> None:
+        if self.nr_address_spaces not in (1, 2):
+            raise ValueError(f"nr_address_spaces must be 1 or 2, not {self.nr_address_spaces}")
+        if not 32 <= self.maxphyaddr <= 57:
+            raise ValueError(f"maxphyaddr must be within 32..57, not {self.maxphyaddr}")
+        if not 0 < self.nr_memslots <= c.KVM_USER_MEM_SLOTS:
+            raise ValueError(f"nr_memslots must be within 1..{c.KVM_USER_MEM_SLOTS}")
+        if self.fetch_noslot not in ("internal_error", "mmio_len0"):
+            raise ValueError(f"fetch_noslot must be internal_error or mmio_len0, not {self.fetch_noslot}")
+
+    @property
+    def max_gfn(self) -> int:
+        """kvm_mmu_max_gfn(): the highest gfn a slot may cover."""
+        return (1 << (self.maxphyaddr - c.PAGE_SHIFT)) - 1
+
+    def check_extension(self, cap: int) -> int:
+        """KVM_CHECK_EXTENSION as this host's kernel answers it; unknown caps are 0."""
+        answers = {
+            c.KVM_CAP_USER_MEMORY: 1,
+            c.KVM_CAP_NR_VCPUS: self.nr_cpus,
+            c.KVM_CAP_NR_MEMSLOTS: self.nr_memslots,
+            c.KVM_CAP_SYNC_MMU: 1,
+            c.KVM_CAP_DESTROY_MEMORY_REGION_WORKS: 1,
+            c.KVM_CAP_JOIN_MEMORY_REGIONS_WORKS: 1,
+            c.KVM_CAP_INTERNAL_ERROR_DATA: 1,
+            c.KVM_CAP_MAX_VCPUS: 1024,
+            c.KVM_CAP_READONLY_MEM: int(self.readonly_mem),
+            # The case only exists when KVM_MAX_NR_ADDRESS_SPACES > 1; otherwise it is 0.
+            c.KVM_CAP_MULTI_ADDRESS_SPACE: self.nr_address_spaces
+            if self.nr_address_spaces > 1
+            else 0,
+            c.KVM_CAP_IMMEDIATE_EXIT: 1,
+            c.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: 3,
+            c.KVM_CAP_DIRTY_LOG_RING: 1 << 20,
+            c.KVM_CAP_USER_MEMORY2: 1,
+            c.KVM_CAP_MEMORY_FAULT_INFO: 1,
+            c.KVM_CAP_MEMORY_ATTRIBUTES: 0,
+            c.KVM_CAP_GUEST_MEMFD: 1,
+            c.KVM_CAP_VM_TYPES: 1,
+        }
+        return answers.get(cap, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Host:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ValueError(f"unknown host option(s): {', '.join(unknown)}")
+        return cls(**data)

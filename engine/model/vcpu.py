@@ -1,0 +1,365 @@
+"""A vCPU: the guest interpreter and KVM's fault path (kvm_mmu_page_fault() and friends).
+
+``kvm_run()`` is KVM_RUN as a generator: it yields the virtual ns each step costs and returns
+the exit that sends it back to userspace. In guest mode it holds no SRCU; a stage-2 miss is a VM
+exit, handled under srcu_read_lock like the kernel does:
+
+    valid slot    map the page, re-enter the guest
+    INVALID slot  RET_PF_RETRY: re-enter and fault again until the update completes
+    no slot       data access: emulate as MMIO -> KVM_EXIT_MMIO
+                  instruction fetch: the emulator cannot fetch -> KVM_EXIT_INTERNAL_ERROR
+                  (L1 at CPL 0), or #UD injected into the guest (CPL > 0 or L2)
+    READONLY      a write is emulated as MMIO -> KVM_EXIT_MMIO with is_write=1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Generator
+
+from engine.events import Exit, Fault, UdInjected
+from engine.model import constants as c
+from engine.model.guest import INSN_SIZE, Insn
+from engine.model.memslots import Memslot, MemslotSet
+from engine.model.stage2 import Spte
+from engine.model.vm import VM
+
+PAGE_MASK = c.PAGE_SIZE - 1
+
+
+@dataclasses.dataclass(slots=True)
+class VcpuExit:
+    """What KVM_RUN left in struct kvm_run."""
+
+    reason: int
+    rip: int
+    phys_addr: int = 0
+    len: int = 0
+    is_write: bool = False
+    data: int = 0
+    suberror: int = 0
+
+    @property
+    def name(self) -> str:
+        return c.EXIT_REASON_NAMES.get(self.reason, str(self.reason))
+
+
+@dataclasses.dataclass(slots=True)
+class _PendingMmio:
+    """An access the emulator handed to userspace, finished on the next KVM_RUN."""
+
+    insn: Insn
+    gpa: int
+    is_write: bool
+
+
+Run = Generator[int, None, VcpuExit]
+Handler = Generator[int, None, VcpuExit | None]
+
+
+class Vcpu:
+    def __init__(
+        self,
+        vm: VM,
+        index: int,
+        rip: int,
+        *,
+        cpl: int = 0,
+        guest_mode: bool = False,
+        as_id: int = 0,
+        ud_handler: int | None = None,
+    ) -> None:
+        self.vm = vm
+        self.index = index
+        self.name = f"vcpu{index}"
+        self.rip = rip
+        self.acc = 0
+        self.rcx = 0
+        self.cpl = cpl
+        self.guest_mode = guest_mode
+        self.as_id = as_id
+        self.ud_handler = ud_handler
+        self.state = "idle"
+        self.last_used_slot: Memslot | None = None
+        self.last_used_slot_gen = -1
+        self.mmio_data = 0
+        self.immediate_exit = False
+        self.kick_requested = False
+        self.srcu_idx = -1
+        # An injected reader stall: the next exit handler holds SRCU this much longer.
+        self.stall_ns = 0
+        self.exits: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()
+        self.instructions = 0
+        self.last_data_gpa = -1
+        self._pending: _PendingMmio | None = None
+
+    # --- KVM_RUN ------------------------------------------------------------------------
+
+    def kvm_run(self) -> Run:
+        t = self.vm.timing
+        if self.immediate_exit:
+            return self._exit(VcpuExit(c.KVM_EXIT_INTR, self.rip))
+        if self._pending is not None:
+            result = yield from self._complete_mmio(self._pending)
+            if result is not None:
+                return result
+        self.state = "guest"
+        insn_ns = t.insn_ns
+        stage2 = self.vm.stage2[self.as_id]
+        pages = stage2.pages
+        memory = self.vm.memory
+        while True:
+            if self.kick_requested:
+                self.kick_requested = False
+                yield t.vmexit_ns
+                return self._exit(VcpuExit(c.KVM_EXIT_INTR, self.rip))
+            rip = self.rip
+            spte = pages.get(rip >> c.PAGE_SHIFT)
+            if spte is None:
+                result = yield from self._page_fault(rip, "fetch", None)
+                if result is not None:
+                    return result
+                continue
+            insn = memory.get(spte.hva + (rip & PAGE_MASK))
+            if not isinstance(insn, Insn):
+                # Not code: a triple fault in a guest with no IDT.
+                yield insn_ns
+                return self._exit(VcpuExit(c.KVM_EXIT_SHUTDOWN, rip))
+            op = insn.op
+            if op == "jmp":
+                self.rip = insn.arg
+            elif op == "loop":
+                self.rcx -= 1
+                self.rip = insn.arg if self.rcx else rip + INSN_SIZE
+            elif op in ("load", "store", "inc"):
+                result = yield from self._data_access(insn, pages, memory)
+                if result is not None:
+                    return result
+                continue
+            elif op == "mov":
+                self.acc = insn.arg
+                self.rip = rip + INSN_SIZE
+            elif op == "setc":
+                self.rcx = insn.arg
+                self.rip = rip + INSN_SIZE
+            elif op == "halt":
+                self.rip = rip + INSN_SIZE
+                yield insn_ns
+                return self._exit(VcpuExit(c.KVM_EXIT_HLT, self.rip))
+            else:
+                self.rip = rip + INSN_SIZE
+            self.instructions += 1
+            yield insn_ns
+
+    def _data_access(self, insn: Insn, pages: dict[int, Spte], memory: dict[int, object]) -> Handler:
+        gpa = insn.arg
+        self.last_data_gpa = gpa
+        spte = pages.get(gpa >> c.PAGE_SHIFT)
+        if spte is None:
+            return (yield from self._page_fault(gpa, "write" if insn.op == "store" else "read", insn))
+        hva = spte.hva + (gpa & PAGE_MASK)
+        if insn.op == "load":
+            self.acc = _word(memory.get(hva))
+        elif not spte.writable:
+            return (yield from self._page_fault(gpa, "write", insn))
+        elif insn.op == "store":
+            memory[hva] = self.acc
+        else:
+            memory[hva] = _word(memory.get(hva)) + 1
+        self.rip += INSN_SIZE
+        self.instructions += 1
+        yield self.vm.timing.insn_ns
+        return None
+
+    # --- the fault path -----------------------------------------------------------------
+
+    def _page_fault(self, gpa: int, access: str, insn: Insn | None) -> Handler:
+        vm, t = self.vm, self.vm.timing
+        self.state = "fault"
+        idx = self.srcu_idx = vm.srcu.read_lock(self.name)
+        yield t.vmexit_ns
+        gfn = gpa >> c.PAGE_SHIFT
+        stage2 = vm.stage2[self.as_id]
+        slots = vm.srcu_dereference(self.name, self.as_id)
+        gen = slots.generation
+        seq = stage2.mmu_invalidate_seq
+        in_progress = bool(gen & c.KVM_MEMSLOT_GEN_UPDATE_IN_PROGRESS)
+        if vm.host.mmio_caching and stage2.mmio.get(gfn) == gen and not in_progress:
+            slot = None  # handle_mmio_page_fault(): the cached MMIO SPTE is still current
+        else:
+            slot = self._gfn_to_memslot(slots, gfn)
+        slot_id = -1 if slot is None else slot.id
+        if slot is not None and slot.invalid:
+            return (yield from self._resume(idx, gpa, access, "retry", slot_id, gen))
+        if slot is None:
+            if vm.host.mmio_caching and not in_progress:
+                stage2.mmio[gfn] = gen
+            return (yield from self._emulate_noslot(idx, gpa, access, insn, gen))
+        if access == "write" and slot.flags & c.KVM_MEM_READONLY:
+            assert insn is not None
+            return (yield from self._emulate_mmio(idx, gpa, insn, True, "readonly_mmio", slot_id, gen))
+        yield t.fault_map_ns
+        if stage2.mmu_invalidate_seq != seq:
+            # mmu_invalidate_retry(): a zap ran while we resolved the page.
+            return (yield from self._resume(idx, gpa, access, "retry_invalidated", slot_id, gen))
+        logging = slot.flags & c.KVM_MEM_LOG_DIRTY_PAGES
+        writable = not slot.flags & c.KVM_MEM_READONLY and (access == "write" or not logging)
+        outcome = "mapped"
+        if access == "write" and logging and slot.dirty_bitmap is not None:
+            slot.dirty_bitmap.pages.add(gfn - slot.base_gfn)
+            outcome = "dirty"
+        stage2.pages[gfn] = Spte(slot.gfn_to_hva(gfn), writable, slot.id)
+        return (yield from self._resume(idx, gpa, access, outcome, slot_id, gen))
+
+    def _gfn_to_memslot(self, slots: MemslotSet, gfn: int) -> Memslot | None:
+        """kvm_vcpu_gfn_to_memslot(): the per-vCPU last_used_slot cache, then a search."""
+        if slots.generation != self.last_used_slot_gen:
+            self.last_used_slot = None
+            self.last_used_slot_gen = slots.generation
+        cached = self.last_used_slot
+        if cached is not None and cached.base_gfn <= gfn < cached.base_gfn + cached.npages:
+            return cached
+        slot = slots.lookup(gfn)
+        if slot is not None:
+            self.last_used_slot = slot
+        return slot
+
+    def _resume(self, idx: int, gpa: int, access: str, outcome: str, slot: int, gen: int) -> Handler:
+        """Finish handling in the kernel and re-enter the guest."""
+        self._fault_event(gpa, access, outcome, slot, gen)
+        yield from self._leave_kernel(idx)
+        yield self.vm.timing.vmentry_ns
+        self.state = "guest"
+        return None
+
+    def _leave_kernel(self, idx: int) -> Generator[int, None, None]:
+        if self.stall_ns:
+            stall, self.stall_ns = self.stall_ns, 0
+            self.state = "stalled"
+            yield stall
+        self.vm.srcu_read_unlock(self.name, idx)
+        self.srcu_idx = -1
+
+    def _emulate_noslot(self, idx: int, gpa: int, access: str, insn: Insn | None, gen: int) -> Handler:
+        vm = self.vm
+        if access != "fetch":
+            assert insn is not None
+            return (yield from self._emulate_mmio(idx, gpa, insn, access == "write", "mmio", -1, gen))
+        yield vm.timing.emulate_ns
+        if vm.host.fetch_noslot == "mmio_len0":
+            # The 2022 proposal: tell userspace about the fetch, let it re-enter.
+            self._fault_event(gpa, access, "mmio_len0", -1, gen)
+            yield from self._leave_kernel(idx)
+            return self._exit(VcpuExit(c.KVM_EXIT_MMIO, self.rip, phys_addr=gpa, len=0))
+        if self.cpl == 0 and not self.guest_mode:
+            self._fault_event(gpa, access, "emulation_failure", -1, gen)
+            yield from self._leave_kernel(idx)
+            return self._exit(
+                VcpuExit(c.KVM_EXIT_INTERNAL_ERROR, self.rip, suberror=c.KVM_INTERNAL_ERROR_EMULATION)
+            )
+        # CPL > 0 or L2: #UD is queued and the guest resumes, architecturally wrong but silent.
+        self._fault_event(gpa, access, "ud_injected", -1, gen)
+        vm.bus.emit(UdInjected(vcpu=self.index, rip=self.rip, cpl=self.cpl, guest_mode=self.guest_mode))
+        self.exits["ud_injected"] += 1
+        yield from self._leave_kernel(idx)
+        yield vm.timing.vmentry_ns
+        if self.ud_handler is not None:
+            self.rip = self.ud_handler
+            self.state = "guest"
+            return None
+        # No #UD handler: the guest kernel panics and halts.
+        return self._exit(VcpuExit(c.KVM_EXIT_HLT, self.rip))
+
+    def _emulate_mmio(
+        self, idx: int, gpa: int, insn: Insn, is_write: bool, outcome: str, slot: int, gen: int
+    ) -> Handler:
+        yield self.vm.timing.emulate_ns
+        self._fault_event(gpa, "write" if is_write else "read", outcome, slot, gen)
+        data = 0
+        if is_write:
+            data = self.acc if insn.op == "store" else _word(self._read_ram(gpa)) + 1
+        self._pending = _PendingMmio(insn, gpa, is_write)
+        yield from self._leave_kernel(idx)
+        return self._exit(
+            VcpuExit(c.KVM_EXIT_MMIO, self.rip, phys_addr=gpa, len=8, is_write=is_write, data=data)
+        )
+
+    def _read_ram(self, gpa: int) -> object:
+        hva = self.vm.gpa_to_hva(gpa, self.as_id)
+        return None if hva is None else self.vm.memory.get(hva)
+
+    def _complete_mmio(self, pending: _PendingMmio) -> Handler:
+        """complete_emulated_mmio(): finish the access userspace handled."""
+        self._pending = None
+        insn = pending.insn
+        if pending.is_write or insn.op == "load":
+            if not pending.is_write:
+                self.acc = self.mmio_data
+            self.rip += INSN_SIZE
+            self.instructions += 1
+            return None
+        # inc: the read came back from userspace; the emulator now writes value + 1, which
+        # lands in RAM if a slot appeared meanwhile, or becomes an MMIO write exit.
+        vm = self.vm
+        idx = vm.srcu.read_lock(self.name)
+        slots = vm.srcu_dereference(self.name, self.as_id)
+        slot = slots.lookup(pending.gpa >> c.PAGE_SHIFT)
+        value = self.mmio_data + 1
+        if slot is None or slot.invalid or slot.flags & c.KVM_MEM_READONLY:
+            self._pending = _PendingMmio(insn, pending.gpa, True)
+            yield vm.timing.emulate_ns
+            self._fault_event(pending.gpa, "write", "mmio", -1 if slot is None else slot.id, slots.generation)
+            yield from self._leave_kernel(idx)
+            return self._exit(
+                VcpuExit(c.KVM_EXIT_MMIO, self.rip, phys_addr=pending.gpa, len=8, is_write=True, data=value)
+            )
+        gfn = pending.gpa >> c.PAGE_SHIFT
+        vm.memory[slot.gfn_to_hva(gfn) + (pending.gpa & PAGE_MASK)] = value
+        if slot.dirty_bitmap is not None:
+            slot.dirty_bitmap.pages.add(gfn - slot.base_gfn)
+        yield from self._leave_kernel(idx)
+        self.rip += INSN_SIZE
+        self.instructions += 1
+        return None
+
+    # --- bookkeeping --------------------------------------------------------------------
+
+    def _fault_event(self, gpa: int, access: str, outcome: str, slot: int, gen: int) -> None:
+        self.faults[outcome] += 1
+        self.vm.bus.emit(
+            Fault(vcpu=self.index, gpa=gpa, access=access, outcome=outcome, slot=slot, generation=gen)
+        )
+
+    def _exit(self, exit: VcpuExit) -> VcpuExit:
+        self.state = "userspace"
+        self.exits[exit.name] += 1
+        self.vm.bus.emit(
+            Exit(
+                vcpu=self.index,
+                reason=exit.name,
+                rip=exit.rip,
+                phys_addr=exit.phys_addr,
+                len=exit.len,
+                is_write=exit.is_write,
+                data=exit.data,
+                suberror=exit.suberror,
+            )
+        )
+        return exit
+
+
+def _word(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def run_to_exit(run: Run) -> tuple[VcpuExit, int]:
+    """Drive KVM_RUN with no other actor: returns the exit and the virtual ns it took."""
+    spent = 0
+    while True:
+        try:
+            spent += next(run)
+        except StopIteration as stop:
+            result: VcpuExit = stop.value
+            return result, spent
