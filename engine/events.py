@@ -123,6 +123,7 @@ class Fault(Event, tag="fault"):
     outcome: str
     slot: int = -1
     generation: int = 0
+    as_id: int = 0
 
 
 class Exit(Event, tag="exit"):
@@ -162,6 +163,89 @@ class ReaderUseAfterFree(Event, tag="srcu_uaf"):
     as_id: int
     version: int
     age: int
+
+
+# --- the VMM, the runtime and the checker ---------------------------------------------
+
+
+class TxnBegin(Event, tag="txn_begin"):
+    """A memory transaction committed in the VMM: the FlatView changes from old to new."""
+
+    txn: int
+    as_id: int
+    layout: str
+    dels: list[list[int]]
+    adds: list[list[int]]
+    overlapping: bool
+
+
+class TxnCommit(Event, tag="txn_commit"):
+    """Every ioctl of the transaction returned and the VMM published its new FlatView."""
+
+    txn: int
+    as_id: int
+    latency_ns: int
+
+
+class MmioServed(Event, tag="mmio_served"):
+    """The VMM handled a KVM_EXIT_MMIO through its own FlatView."""
+
+    vcpu: int
+    gpa: int
+    is_write: bool
+    data: int
+    target: str
+    region: str
+
+
+class Inhibit(Event, tag="inhibit"):
+    """QEMU 8.0's accel blocker: begin (kick), all_out (every vCPU left KVM_RUN), end."""
+
+    phase: str
+    latency_ns: int = 0
+
+
+class Note(Event, tag="note"):
+    """Something a strategy or the engine wants the reader of the log to know."""
+
+    source: str
+    text: str
+
+
+class VmStopped(Event, tag="vm_stopped"):
+    """The VMM stopped the VM (QEMU's "KVM internal error" path, or a guest in the weeds)."""
+
+    reason: str
+    vcpu: int
+    rip: int = 0
+    gpa: int = 0
+
+
+class Injected(Event, tag="inject"):
+    """A fault was injected (every injection is logged, whatever asked for it)."""
+
+    fault: str
+    params: dict[str, str]
+    target: str = ""
+
+
+class Command(Event, tag="command"):
+    """A command from outside the simulation, applied at this (t, seq)."""
+
+    name: str
+    args: dict[str, str] = msgspec.field(default_factory=dict)
+    call: int = 0
+    """The sequencer's sleep/block call it followed; replay applies it at the same one."""
+
+
+class Violation(Event, tag="violation"):
+    """The checker found something wrong: use-after-free, atomicity, lost write, lost dirty
+    bits, livelock."""
+
+    check: str
+    message: str
+    vcpu: int = -1
+    gpa: int = -1
 
 
 # --- bus --------------------------------------------------------------------------------

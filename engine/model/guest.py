@@ -100,7 +100,9 @@ def assemble(base_gpa: int, lines: list[str], first_line_no: int = 1) -> dict[in
                 try:
                     arg = parse_int(operand)
                 except ValueError:
-                    raise AsmError(line_no, f"{operand!r} is neither a number nor a label") from None
+                    raise AsmError(
+                        line_no, f"{operand!r} is neither a number nor a label"
+                    ) from None
             if arg < 0:
                 raise AsmError(line_no, f"negative operand {operand!r}")
         program[at] = Insn(op, arg)

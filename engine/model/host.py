@@ -50,7 +50,9 @@ class Host:
         if not 0 < self.nr_memslots <= c.KVM_USER_MEM_SLOTS:
             raise ValueError(f"nr_memslots must be within 1..{c.KVM_USER_MEM_SLOTS}")
         if self.fetch_noslot not in ("internal_error", "mmio_len0"):
-            raise ValueError(f"fetch_noslot must be internal_error or mmio_len0, not {self.fetch_noslot}")
+            raise ValueError(
+                f"fetch_noslot must be internal_error or mmio_len0, not {self.fetch_noslot}"
+            )
 
     @property
     def max_gfn(self) -> int:

@@ -9,6 +9,7 @@ root: O(log n) comparisons and O(LEAF_MAX) element moves, whatever the number of
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 
@@ -235,8 +236,7 @@ class MemslotSet:
             assert leaf, "empty leaf"
             assert keys == [s.base_gfn for s in leaf]
             assert lo == keys[0]
-        for a, b in zip(flat, flat[1:], strict=False):
+        for a, b in itertools.pairwise(flat):
             assert a.base_gfn + a.npages <= b.base_gfn, f"{a} overlaps {b}"
         for slot in flat:
             assert self.by_id[slot.id] is slot
-

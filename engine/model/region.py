@@ -47,7 +47,11 @@ def check_field(name: str, value: object, limit: int, ctype: str) -> int:
 
 
 def make_region(
-    slot: object, flags: object, guest_phys_addr: object, memory_size: object, userspace_addr: object
+    slot: object,
+    flags: object,
+    guest_phys_addr: object,
+    memory_size: object,
+    userspace_addr: object,
 ) -> MemoryRegion:
     values = (slot, flags, guest_phys_addr, memory_size, userspace_addr)
     checked = [check_field(n, v, lim, ct) for (n, lim, ct), v in zip(_FIELDS, values, strict=True)]

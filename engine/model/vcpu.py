@@ -153,12 +153,16 @@ class Vcpu:
             self.instructions += 1
             yield insn_ns
 
-    def _data_access(self, insn: Insn, pages: dict[int, Spte], memory: dict[int, object]) -> Handler:
+    def _data_access(
+        self, insn: Insn, pages: dict[int, Spte], memory: dict[int, object]
+    ) -> Handler:
         gpa = insn.arg
         self.last_data_gpa = gpa
         spte = pages.get(gpa >> c.PAGE_SHIFT)
         if spte is None:
-            return (yield from self._page_fault(gpa, "write" if insn.op == "store" else "read", insn))
+            return (
+                yield from self._page_fault(gpa, "write" if insn.op == "store" else "read", insn)
+            )
         hva = spte.hva + (gpa & PAGE_MASK)
         if insn.op == "load":
             self.acc = _word(memory.get(hva))
@@ -199,7 +203,9 @@ class Vcpu:
             return (yield from self._emulate_noslot(idx, gpa, access, insn, gen))
         if access == "write" and slot.flags & c.KVM_MEM_READONLY:
             assert insn is not None
-            return (yield from self._emulate_mmio(idx, gpa, insn, True, "readonly_mmio", slot_id, gen))
+            return (
+                yield from self._emulate_mmio(idx, gpa, insn, True, "readonly_mmio", slot_id, gen)
+            )
         yield t.fault_map_ns
         if stage2.mmu_invalidate_seq != seq:
             # mmu_invalidate_retry(): a zap ran while we resolved the page.
@@ -226,7 +232,9 @@ class Vcpu:
             self.last_used_slot = slot
         return slot
 
-    def _resume(self, idx: int, gpa: int, access: str, outcome: str, slot: int, gen: int) -> Handler:
+    def _resume(
+        self, idx: int, gpa: int, access: str, outcome: str, slot: int, gen: int
+    ) -> Handler:
         """Finish handling in the kernel and re-enter the guest."""
         self._fault_event(gpa, access, outcome, slot, gen)
         yield from self._leave_kernel(idx)
@@ -242,11 +250,15 @@ class Vcpu:
         self.vm.srcu_read_unlock(self.name, idx)
         self.srcu_idx = -1
 
-    def _emulate_noslot(self, idx: int, gpa: int, access: str, insn: Insn | None, gen: int) -> Handler:
+    def _emulate_noslot(
+        self, idx: int, gpa: int, access: str, insn: Insn | None, gen: int
+    ) -> Handler:
         vm = self.vm
         if access != "fetch":
             assert insn is not None
-            return (yield from self._emulate_mmio(idx, gpa, insn, access == "write", "mmio", -1, gen))
+            return (
+                yield from self._emulate_mmio(idx, gpa, insn, access == "write", "mmio", -1, gen)
+            )
         yield vm.timing.emulate_ns
         if vm.host.fetch_noslot == "mmio_len0":
             # The 2022 proposal: tell userspace about the fetch, let it re-enter.
@@ -257,11 +269,15 @@ class Vcpu:
             self._fault_event(gpa, access, "emulation_failure", -1, gen)
             yield from self._leave_kernel(idx)
             return self._exit(
-                VcpuExit(c.KVM_EXIT_INTERNAL_ERROR, self.rip, suberror=c.KVM_INTERNAL_ERROR_EMULATION)
+                VcpuExit(
+                    c.KVM_EXIT_INTERNAL_ERROR, self.rip, suberror=c.KVM_INTERNAL_ERROR_EMULATION
+                )
             )
         # CPL > 0 or L2: #UD is queued and the guest resumes, architecturally wrong but silent.
         self._fault_event(gpa, access, "ud_injected", -1, gen)
-        vm.bus.emit(UdInjected(vcpu=self.index, rip=self.rip, cpl=self.cpl, guest_mode=self.guest_mode))
+        vm.bus.emit(
+            UdInjected(vcpu=self.index, rip=self.rip, cpl=self.cpl, guest_mode=self.guest_mode)
+        )
         self.exits["ud_injected"] += 1
         yield from self._leave_kernel(idx)
         yield vm.timing.vmentry_ns
@@ -310,15 +326,25 @@ class Vcpu:
         if slot is None or slot.invalid or slot.flags & c.KVM_MEM_READONLY:
             self._pending = _PendingMmio(insn, pending.gpa, True)
             yield vm.timing.emulate_ns
-            self._fault_event(pending.gpa, "write", "mmio", -1 if slot is None else slot.id, slots.generation)
+            self._fault_event(
+                pending.gpa, "write", "mmio", -1 if slot is None else slot.id, slots.generation
+            )
             yield from self._leave_kernel(idx)
             return self._exit(
-                VcpuExit(c.KVM_EXIT_MMIO, self.rip, phys_addr=pending.gpa, len=8, is_write=True, data=value)
+                VcpuExit(
+                    c.KVM_EXIT_MMIO,
+                    self.rip,
+                    phys_addr=pending.gpa,
+                    len=8,
+                    is_write=True,
+                    data=value,
+                )
             )
         gfn = pending.gpa >> c.PAGE_SHIFT
         vm.memory[slot.gfn_to_hva(gfn) + (pending.gpa & PAGE_MASK)] = value
         if slot.dirty_bitmap is not None:
             slot.dirty_bitmap.pages.add(gfn - slot.base_gfn)
+            self._fault_event(pending.gpa, "write", "dirty", slot.id, slots.generation)
         yield from self._leave_kernel(idx)
         self.rip += INSN_SIZE
         self.instructions += 1
@@ -329,7 +355,15 @@ class Vcpu:
     def _fault_event(self, gpa: int, access: str, outcome: str, slot: int, gen: int) -> None:
         self.faults[outcome] += 1
         self.vm.bus.emit(
-            Fault(vcpu=self.index, gpa=gpa, access=access, outcome=outcome, slot=slot, generation=gen)
+            Fault(
+                vcpu=self.index,
+                gpa=gpa,
+                access=access,
+                outcome=outcome,
+                slot=slot,
+                generation=gen,
+                as_id=self.as_id,
+            )
         )
 
     def _exit(self, exit: VcpuExit) -> VcpuExit:

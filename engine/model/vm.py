@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from typing import Final
 
 from engine.events import (
@@ -49,6 +49,11 @@ Step = int | _Synchronize
 Steps = Generator[Step, None, None]
 
 CREATE, DELETE, MOVE, FLAGS_ONLY = "CREATE", "DELETE", "MOVE", "FLAGS_ONLY"
+# Only in batches: the same id deleted and re-created with another size or address.
+REPLACE = "REPLACE"
+# Only in a 1->N or N->1 conversion: slots that leave or enter without an INVALID phase.
+CONVERT_OUT, CONVERT_IN = "CONVERT_OUT", "CONVERT_IN"
+_INVALIDATING = frozenset({DELETE, MOVE, REPLACE})
 
 
 def kvm_error(code: int, what: str) -> OSError:
@@ -116,7 +121,9 @@ class VM:
     def memslots(self, as_id: int = 0) -> list[MemoryRegion]:
         """The active slots of an address space as struct records, in slot-id order."""
         if not 0 <= as_id < self.host.nr_address_spaces:
-            raise ValueError(f"as_id {as_id} out of range (this host has {self.host.nr_address_spaces})")
+            raise ValueError(
+                f"as_id {as_id} out of range (this host has {self.host.nr_address_spaces})"
+            )
         return [
             MemoryRegion(
                 (s.as_id << 16) | s.id,
@@ -210,7 +217,9 @@ class VM:
         kind = "NONE" if change is None else change.kind
         self._exit("KVM_SET_USER_MEMORY_REGION", actor, slot, 0, kind)
 
-    def _enter(self, ioctl: str, actor: str | None, region: MemoryRegion | None, entries: int = 0) -> None:
+    def _enter(
+        self, ioctl: str, actor: str | None, region: MemoryRegion | None, entries: int = 0
+    ) -> None:
         r = region or MemoryRegion(0, 0, 0, 0, 0)
         self.bus.emit(
             IoctlEnter(
@@ -237,7 +246,9 @@ class VM:
             )
         )
 
-    def prepare(self, region: MemoryRegion, pending: dict[tuple[int, int], Memslot | None] | None = None) -> Change | None:
+    def prepare(
+        self, region: MemoryRegion, pending: dict[tuple[int, int], Memslot | None] | None = None
+    ) -> Change | None:
         """kvm_vm_ioctl_set_memory_region() + kvm_set_memory_region() up to kvm_set_memslot():
         every check in the kernel's order. ``pending`` overlays changes already accepted in
         the same batch (the 2022 RFC looked ``old`` up in the inactive set for this)."""
@@ -249,7 +260,9 @@ class VM:
             raise kvm_error(errno.EINVAL, f"flags {flags:#x} outside the v1 mask")
         as_id, id = slot >> 16, slot & 0xFFFF
         if id >= host.nr_memslots:
-            raise kvm_error(errno.EINVAL, f"slot id {id} >= KVM_USER_MEM_SLOTS ({host.nr_memslots})")
+            raise kvm_error(
+                errno.EINVAL, f"slot id {id} >= KVM_USER_MEM_SLOTS ({host.nr_memslots})"
+            )
         valid = c.KVM_MEM_LOG_DIRTY_PAGES | (c.KVM_MEM_READONLY if host.readonly_mem else 0)
         if flags & ~valid:
             raise kvm_error(errno.EINVAL, f"flags {flags:#x} not supported")
@@ -352,31 +365,45 @@ class VM:
     def _commit_as(self, as_id: int, changes: list[Change]) -> Steps:
         invalidated: dict[int, Memslot] = {}
         for ch in changes:
-            if ch.kind in (DELETE, MOVE) and ch.old is not None:
+            if ch.kind in _INVALIDATING and ch.old is not None:
                 invalidated[ch.id] = ch.old.invalid_copy()
         if invalidated:
             for ch in changes:
                 if ch.id in invalidated:
                     self._emit_change(ch, "invalidate", invalidated[ch.id])
-            yield from self._install(as_id, [(ch.old, invalidated[ch.id]) for ch in changes if ch.id in invalidated])
-            self._zap(as_id, [ch.old for ch in changes if ch.id in invalidated and ch.old is not None])
+            yield from self._install(
+                as_id, [(ch.old, invalidated[ch.id]) for ch in changes if ch.id in invalidated]
+            )
+            self._zap(
+                as_id, [ch.old for ch in changes if ch.id in invalidated and ch.old is not None]
+            )
             yield self.timing.zap_ns
         final = [(invalidated.get(ch.id, ch.old), ch.new) for ch in changes]
-        yield from self._install(as_id, final)
+        converted = [ch.old for ch in changes if ch.kind == CONVERT_OUT and ch.old is not None]
+        # A conversion keeps every gfn on the same host page, so it needs no INVALID phase;
+        # zapping as the new set is published rebuilds SPTEs (and their read-only bits)
+        # against the new slots before any vCPU can use a stale writable one.
+        on_publish = (lambda: self._zap(as_id, converted)) if converted else None
+        yield from self._install(as_id, final, on_publish)
         for ch in changes:
             self._finish(ch)
             self._emit_change(ch, "commit", ch.new or ch.old)
 
-    def _install(self, as_id: int, replacements: Iterable[tuple[Memslot | None, Memslot | None]]) -> Steps:
+    def _install(
+        self,
+        as_id: int,
+        replacements: Iterable[tuple[Memslot | None, Memslot | None]],
+        on_publish: Callable[[], None] | None = None,
+    ) -> Steps:
         pairs = list(replacements)
         for old, new in pairs:
             self.inactive(as_id).replace(old, new)
-        yield from self._swap(as_id)
+        yield from self._swap(as_id, on_publish)
         # The set that was active until the swap catches up once no reader can hold it.
         for old, new in pairs:
             self.inactive(as_id).replace(old, new)
 
-    def _swap(self, as_id: int) -> Steps:
+    def _swap(self, as_id: int, on_publish: Callable[[], None] | None = None) -> Steps:
         """kvm_swap_active_memslots()."""
         active, inactive = self.active(as_id), self.inactive(as_id)
         gen = active.generation
@@ -385,6 +412,8 @@ class VM:
         self._active[as_id] ^= 1
         self._retire(active.version)
         self.bus.emit(SwapPublish(as_id=as_id, generation=gen, version=inactive.version))
+        if on_publish is not None:
+            on_publish()
         yield self.timing.swap_ns
         if not self.busted:
             yield SYNCHRONIZE
@@ -395,7 +424,9 @@ class VM:
     def _retire(self, version: int) -> None:
         self._retired[version] = self.sync_count
         held = {v for _, v in self._derefs.values()}
-        for old in [v for v, at in self._retired.items() if self.sync_count - at > 4 and v not in held]:
+        for old in [
+            v for v, at in self._retired.items() if self.sync_count - at > 4 and v not in held
+        ]:
             del self._retired[old]
 
     def _zap(self, as_id: int, slots: list[Memslot]) -> None:
@@ -407,7 +438,13 @@ class VM:
         for slot in slots:
             count = stage2.zap_range(slot.base_gfn, slot.end_gfn)
             self.bus.emit(
-                Zap(as_id=as_id, start_gfn=slot.base_gfn, end_gfn=slot.end_gfn, sptes=count, zap_all=False)
+                Zap(
+                    as_id=as_id,
+                    start_gfn=slot.base_gfn,
+                    end_gfn=slot.end_gfn,
+                    sptes=count,
+                    zap_all=False,
+                )
             )
 
     def _finish(self, ch: Change) -> None:

@@ -1,0 +1,140 @@
+"""Running sessions headless: one run, a replay, a verification, a sweep over seeds."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+
+from engine.events import Command, Event
+from engine.faults import parse_fault, parse_fault_file
+from engine.log import SessionLog, encode_event, read_log
+from engine.scenarios import Scenario, load_scenario, parse_scenario
+from engine.scenarios.loader import builtin_dir
+from engine.session import RunConfig, Session
+
+
+def make_config(
+    scenario: str,
+    strategy: str,
+    seed: int = 1,
+    vcpus: int | None = None,
+    duration_ns: int | None = None,
+    faults: list[str] | None = None,
+    faults_file: str | None = None,
+    host: dict[str, Any] | None = None,
+    naive: bool = False,
+) -> RunConfig:
+    """Validate everything a run needs before it starts; raises ValueError with one line."""
+    sc = load_scenario(scenario)
+    text = _scenario_text(scenario, sc)
+    for f in faults or []:
+        parse_fault(f)
+    script = [(t, spec.text()) for t, spec in parse_fault_file(faults_file)] if faults_file else []
+    return RunConfig(
+        scenario=sc,
+        strategy=strategy,
+        seed=seed,
+        vcpus=vcpus,
+        duration_ns=duration_ns,
+        faults=list(faults or []),
+        fault_script=script,
+        host=dict(host or {}),
+        naive=naive,
+        scenario_text=text,
+    )
+
+
+def _scenario_text(name_or_path: str, sc: Scenario) -> str:
+    path = Path(sc.source)
+    if not path.is_absolute() and not path.exists():
+        path = builtin_dir() / f"{sc.name}.toml"
+    return path.read_text()
+
+
+def new_session(config: RunConfig, log: str | None) -> Session:
+    return Session(config, log_path=log)
+
+
+def run_session(config: RunConfig, log: str | None = None) -> dict[str, Any]:
+    session = Session(config, log_path=log)
+    trio.run(session.run)
+    return session.summary()
+
+
+def config_from_log(log: SessionLog) -> RunConfig:
+    h = log.header
+    sc = parse_scenario(h.scenario_text, f"{h.scenario}.toml (from the log header)")
+    return RunConfig(
+        scenario=sc,
+        strategy=h.strategy,
+        seed=h.seed,
+        vcpus=h.vcpus,
+        duration_ns=h.duration_ns,
+        faults=list(h.faults),
+        fault_script=[(int(t), str(f)) for t, f in h.fault_script],
+        host=dict(h.host.items()),
+        naive=h.naive,
+        scenario_text=h.scenario_text,
+    )
+
+
+def replay_events(log: SessionLog) -> tuple[list[bytes], Session]:
+    """Re-execute a log from its header and recorded commands; the events it produces."""
+    produced: list[bytes] = []
+
+    def record(event: Event) -> None:
+        produced.append(encode_event(event))
+
+    session = Session(config_from_log(log), observers=(record,))
+    for ev in log.events:
+        if isinstance(ev, Command):
+            session.seq.schedule(ev.call, (ev.name, dict(ev.args)))
+    # Pacing commands replay as events; the replay itself always runs flat out.
+    session.seq.set_command_handler(_flat_out(session))
+    trio.run(session.run)
+    return produced, session
+
+
+def _flat_out(session: Session) -> Any:
+    apply = session._apply_command
+
+    def handler(command: Any) -> None:
+        apply(command)
+        pacing = session.seq.pacing
+        pacing.paused, pacing.step_budget, pacing.speed = False, 0, float("inf")
+
+    return handler
+
+
+@dataclasses.dataclass
+class VerifyResult:
+    ok: bool
+    events: int
+    message: str
+
+
+def verify_log(path: str) -> VerifyResult:
+    log = read_log(path)
+    produced, _ = replay_events(log)
+    for i, (want, got) in enumerate(zip(log.event_lines, produced, strict=False)):
+        if want != got:
+            return VerifyResult(
+                False,
+                len(produced),
+                f"event {i + 1} differs:\n  log:    {want.decode()}\n  replay: {got.decode()}",
+            )
+    if len(produced) != len(log.event_lines):
+        return VerifyResult(
+            False,
+            len(produced),
+            f"the log has {len(log.event_lines)} events, the replay produced {len(produced)}",
+        )
+    return VerifyResult(True, len(produced), f"{len(produced)} events identical, byte for byte")
+
+
+def summary_json(summary: dict[str, Any]) -> str:
+    return msgspec.json.encode(summary).decode()

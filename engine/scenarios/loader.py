@@ -1,0 +1,259 @@
+"""Scenarios as data: TOML files naming layouts, the order the VMM moves through them, and the
+guest program the vCPUs run. A malformed file is rejected with its path, the line and why.
+
+    name = "split"
+    summary = "one line"
+    vcpus = 2                 # default vCPU count
+    period = "50us"           # virtual time between memory transactions
+    duration = "1ms"          # default run length
+    entry = 0x1000            # RIP every vCPU starts at
+    cpl = 0                   # guest privilege level (3: a user task; L2 via guest_mode = true)
+    moves = false             # issue KVM_MR_MOVE when a range only changes GPA (the selftests do)
+    sync = "20us"             # harvest dirty logs this often while any slot logs
+    sequence = ["merged", "split"]   # first is the boot layout; then cycled
+    program = '''
+    top:
+      inc [0x3000]
+      jmp top
+    '''
+    [layouts.merged]
+    regions = [{ name = "ram", kind = "ram", gpa = 0, size = 0x20000, hva = 0x7f0000000000 }]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from engine.model.guest import AsmError, Insn, assemble
+from engine.units import parse_duration
+from engine.vmm.flatview import Region
+
+KINDS = ("ram", "rom", "mmio")
+TOP_KEYS = {
+    "name", "summary", "vcpus", "period", "duration", "entry", "cpl", "guest_mode", "moves",
+    "sync", "sequence", "program", "layouts", "ud_handler",
+}  # fmt: skip
+REGION_KEYS = {"name", "kind", "gpa", "size", "hva", "priority", "log_dirty", "as_id"}
+
+
+class ScenarioError(ValueError):
+    """`path:line: reason`, the one line a user needs."""
+
+    def __init__(self, path: str, line: int, reason: str) -> None:
+        super().__init__(f"{path}:{line}: {reason}")
+        self.path, self.line, self.reason = path, line, reason
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    name: str
+    regions: tuple[tuple[int, Region], ...]  # (as_id, region)
+
+    def for_as(self, as_id: int) -> list[Region]:
+        return [r for a, r in self.regions if a == as_id]
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    vcpus: int
+    period_ns: int
+    duration_ns: int
+    entry: int
+    cpl: int
+    guest_mode: bool
+    moves: bool
+    sync_ns: int
+    sequence: tuple[str, ...]
+    layouts: dict[str, Layout]
+    program: dict[int, Insn]
+    ud_handler: int | None
+    source: str
+
+
+def _line_of(text: str, key: str, after: int = 0) -> int:
+    """Best line for a semantic error: where `key =` or `[...key]` first appears."""
+    lines = text.splitlines()
+    pattern = re.compile(rf"(^|[\s{{,\[.]){re.escape(key)}(\s*=|\]|\.)")
+    for i in range(after, len(lines)):
+        if pattern.search(lines[i]):
+            return i + 1
+    return max(after, 1)
+
+
+class _Reader:
+    def __init__(self, path: str, text: str) -> None:
+        self.path, self.text = path, text
+
+    def fail(self, key: str, reason: str, after: int = 0) -> ScenarioError:
+        return ScenarioError(self.path, _line_of(self.text, key, after), reason)
+
+    def int_(self, data: dict[str, Any], key: str, default: int | None = None, lo: int = 0) -> int:
+        if key not in data:
+            if default is None:
+                raise self.fail(key, f"missing {key!r}")
+            return default
+        value = data[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+            raise self.fail(key, f"{key!r} must be an integer >= {lo}, not {value!r}")
+        return value
+
+    def duration(self, data: dict[str, Any], key: str, default: str) -> int:
+        raw = data.get(key, default)
+        try:
+            return parse_duration(str(raw))
+        except ValueError as err:
+            raise self.fail(key, f"{key!r}: {err}") from None
+
+
+def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        match = re.search(r"line (\d+)", str(err))
+        raise ScenarioError(
+            path, int(match.group(1)) if match else 1, f"not valid TOML: {err}"
+        ) from None
+    r = _Reader(path, text)
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        raise r.fail(
+            unknown[0], f"unknown key {unknown[0]!r} (known: {', '.join(sorted(TOP_KEYS))})"
+        )
+    name = data.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+        raise r.fail("name", "'name' must be a lowercase word like split or bar-overlay")
+    layouts_raw = data.get("layouts")
+    if not isinstance(layouts_raw, dict) or not layouts_raw:
+        raise r.fail("layouts", "needs at least one [layouts.NAME] table")
+    layouts = {ln: _layout(r, ln, body) for ln, body in layouts_raw.items()}
+    sequence = data.get("sequence", list(layouts)[:1])
+    if (
+        not isinstance(sequence, list)
+        or not sequence
+        or not all(isinstance(s, str) for s in sequence)
+    ):
+        raise r.fail("sequence", "'sequence' must be a non-empty list of layout names")
+    for entry in sequence:
+        if entry not in layouts:
+            raise r.fail("sequence", f"sequence names layout {entry!r}, which is not defined")
+    program_text = data.get("program")
+    if not isinstance(program_text, str):
+        raise r.fail("program", "missing 'program' (the guest code as text)")
+    entry = r.int_(data, "entry")
+    program_line = _line_of(text, "program")
+    try:
+        program = assemble(entry, program_text.splitlines(), first_line_no=program_line + 1)
+    except AsmError as err:
+        raise ScenarioError(path, err.line_no, f"guest program: {err.reason}") from None
+    if entry not in program:
+        raise r.fail("entry", f"entry {entry:#x} is not the address of an instruction")
+    ud = data.get("ud_handler")
+    if ud is not None and (not isinstance(ud, int) or ud not in program):
+        raise r.fail("ud_handler", "'ud_handler' must be the address of an instruction")
+    vcpus = r.int_(data, "vcpus", 1, lo=1)
+    cpl = r.int_(data, "cpl", 0)
+    if cpl > 3:
+        raise r.fail("cpl", "'cpl' must be 0..3")
+    for flag in ("guest_mode", "moves"):
+        if not isinstance(data.get(flag, False), bool):
+            raise r.fail(flag, f"{flag!r} must be true or false")
+    return Scenario(
+        name=name,
+        summary=str(data.get("summary", "")),
+        vcpus=vcpus,
+        period_ns=r.duration(data, "period", "50us"),
+        duration_ns=r.duration(data, "duration", "1ms"),
+        entry=entry,
+        cpl=cpl,
+        guest_mode=bool(data.get("guest_mode", False)),
+        moves=bool(data.get("moves", False)),
+        sync_ns=r.duration(data, "sync", "20us"),
+        sequence=tuple(sequence),
+        layouts=layouts,
+        program=program,
+        ud_handler=ud,
+        source=path,
+    )
+
+
+def _layout(r: _Reader, name: str, body: object) -> Layout:
+    where = _line_of(r.text, name)
+    if not isinstance(body, dict) or not isinstance(body.get("regions"), list):
+        raise r.fail(name, f"layout {name!r} needs a 'regions' list")
+    out: list[tuple[int, Region]] = []
+    for i, raw in enumerate(body["regions"]):
+        if not isinstance(raw, dict):
+            raise r.fail("regions", f"layout {name!r} region {i}: must be a table", where)
+        unknown = sorted(set(raw) - REGION_KEYS)
+        if unknown:
+            raise r.fail(
+                unknown[0], f"layout {name!r} region {i}: unknown key {unknown[0]!r}", where
+            )
+        kind = raw.get("kind", "ram")
+        if kind not in KINDS:
+            raise r.fail(
+                "kind",
+                f"layout {name!r} region {i}: kind must be ram, rom or mmio, not {kind!r}",
+                where,
+            )
+        vals = {}
+        for key in ("gpa", "size", "hva", "priority", "as_id"):
+            v = raw.get(key, 0 if key in ("hva", "priority", "as_id") else None)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise r.fail(
+                    key, f"layout {name!r} region {i}: {key!r} must be an integer >= 0", where
+                )
+            vals[key] = v
+        if vals["size"] == 0 or vals["size"] % 4096 or vals["gpa"] % 4096 or vals["hva"] % 4096:
+            raise r.fail(
+                "size",
+                f"layout {name!r} region {i}: gpa, size and hva must be page aligned and size > 0",
+                where,
+            )
+        if kind != "mmio" and vals["hva"] == 0:
+            raise r.fail(
+                "hva", f"layout {name!r} region {i}: a {kind} region needs an 'hva'", where
+            )
+        region = Region(
+            name=str(raw.get("name", f"{name}{i}")),
+            kind=kind,
+            gpa=vals["gpa"],
+            size=vals["size"],
+            hva=vals["hva"],
+            priority=vals["priority"],
+            log_dirty=bool(raw.get("log_dirty", False)),
+        )
+        out.append((vals["as_id"], region))
+    return Layout(name, tuple(out))
+
+
+def builtin_dir() -> Path:
+    return Path(str(resources.files("engine.scenarios")))
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in builtin_dir().glob("*.toml"))
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """A built-in scenario by name, or a user's file by path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise ScenarioError(str(path), 1, f"cannot read: {err.strerror}") from None
+        return parse_scenario(text, str(path))
+    builtin = builtin_dir() / f"{name_or_path}.toml"
+    if not builtin.exists():
+        raise ValueError(
+            f"unknown scenario {name_or_path!r} (built in: {', '.join(builtin_names())}; or give a .toml path)"
+        )
+    return parse_scenario(builtin.read_text(), f"{name_or_path}.toml")

@@ -1,0 +1,304 @@
+"""The deterministic runtime: integer virtual time and a sequencer over trio tasks.
+
+trio randomises the order of tasks that become runnable together, and its deadline heap breaks
+ties by id(); neither may decide what a simulation does. So every actor is a trio task, but only
+one runs at a time: the sequencer keeps a heap of (virtual ns, seq, actor) and passes a baton to
+the smallest entry, and an actor gives the baton back by sleeping or blocking. Tasks hand the
+baton over with trio.lowlevel.reschedule(), so trio's own scheduling order never matters.
+
+Keeping the baton: an actor that sleeps to a time strictly before every other entry would be
+popped again at once, so it just advances the clock. vCPU actors go further: they are ordered
+strictly against every other actor (the VMM, the SRCU worker, the injector) but only by quantum
+against each other. A vCPU released at t0 keeps the baton while it stays below t0 + QUANTUM_NS
+and below the next non-vCPU entry, so vCPUs skew by at most a quantum, the way instruction-count
+quanta schedule vCPUs in emulators, and a vCPU hitting in stage-2 costs no task switch. The rule
+is part of the semantics: live and flat-out runs take exactly the same decisions.
+
+Outside commands (inject, pause, speed, step) are applied at a hand-over and stamped with the
+number of the sleep/block call that led to it; replay forces a hand-over at the same call and
+applies them there, which makes a live session reproducible byte for byte.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from engine.events import EventBus
+
+
+class Finished(Exception):
+    """Raised inside an actor when the simulation is over."""
+
+
+QUANTUM_NS = 1_000
+
+
+class Actor:
+    __slots__ = ("blocked", "name", "quantum_end", "task", "vcpu")
+
+    def __init__(self, name: str, vcpu: bool = False) -> None:
+        self.name = name
+        self.vcpu = vcpu
+        self.task: trio.lowlevel.Task | None = None
+        self.blocked = False
+        self.quantum_end = 0
+
+    def __repr__(self) -> str:
+        return f"Actor({self.name})"
+
+
+class Pacing:
+    """How virtual time maps to wall time. speed is virtual seconds per wall second;
+    math.inf runs flat out."""
+
+    def __init__(self, speed: float = math.inf, paused: bool = False) -> None:
+        self.speed = speed
+        self.paused = paused
+        self.step_budget = 0
+        self.anchor_wall = 0.0
+        self.anchor_virtual = 0
+
+    @property
+    def live(self) -> bool:
+        return self.speed != math.inf or self.paused
+
+
+CommandFn = Callable[[Any], None]
+
+
+class Sequencer:
+    def __init__(self, bus: EventBus, end_ns: int, pacing: Pacing | None = None) -> None:
+        self.bus = bus
+        self.end_ns = end_ns
+        self.pacing = pacing or Pacing()
+        # Non-vCPU actors and vCPU actors wait in separate heaps so a vCPU can see how far it
+        # may run ahead: up to the next non-vCPU entry.
+        self._strict: list[tuple[int, int, Actor]] = []
+        self._vcpus: list[tuple[int, int, Actor]] = []
+        self._counter = itertools.count()
+        self._finished = trio.Event()
+        self.stop_reason = ""
+        self._commands: deque[Any] = deque()
+        self._command_handler: CommandFn | None = None
+        self._poke = trio.Event()
+        # Replay: commands recorded with the sleep/block call number they were applied after.
+        self._scheduled: deque[tuple[int, Any]] = deque()
+        self.calls = 0
+        self.handoffs = 0
+        self._actors: list[Actor] = []
+
+    # --- actors -------------------------------------------------------------------------
+
+    @property
+    def now(self) -> int:
+        return self.bus.now
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def start(
+        self, nursery: trio.Nursery, actor: Actor, body: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run body as actor's task; it first runs when the sequencer reaches it."""
+
+        async def task() -> None:
+            actor.task = trio.lowlevel.current_task()
+            await self._wait_for_baton(actor)
+            try:
+                await body()
+            except Finished:
+                return
+            # An actor that returns gives the baton away for good.
+            await self._pass_baton(actor, forever=True)
+
+        self._push(self.now, actor)
+        self._actors.append(actor)
+        nursery.start_soon(task, name=actor.name)
+
+    async def run(self, nursery: trio.Nursery) -> None:
+        """Start the first actor, then wait until the simulation ends and cancel the rest."""
+        # Every actor task must be parked on its baton before the first one is released.
+        while any(a.task is None for a in self._actors):
+            await trio.lowlevel.checkpoint()
+        await self._release_next()
+        await self._finished.wait()
+        nursery.cancel_scope.cancel()
+
+    async def sleep(self, actor: Actor, ns: int) -> None:
+        self.calls += 1
+        t = self.bus.now + ns
+        if self._keeps_baton(actor, t):
+            if self.pacing.live:
+                await self._pace(t)
+                if self._commands or self._finished.is_set():
+                    self._push(t, actor)
+                    await self._pass_baton(actor)
+                    return
+            self.bus.now = t
+            return
+        self._push(t, actor)
+        await self._pass_baton(actor)
+
+    def _keeps_baton(self, actor: Actor, t: int) -> bool:
+        if t > self.end_ns or self._commands:
+            return False
+        if self._scheduled and self._scheduled[0][0] == self.calls:
+            return False
+        strict = self._strict[0][0] if self._strict else math.inf
+        if actor.vcpu:
+            return t < strict and t < actor.quantum_end
+        vcpus = self._vcpus[0][0] if self._vcpus else math.inf
+        return t < strict and t < vcpus
+
+    async def block(self, actor: Actor) -> None:
+        """Give up the baton until someone calls wake(actor)."""
+        self.calls += 1
+        actor.blocked = True
+        await self._pass_baton(actor)
+
+    def wake(self, actor: Actor, delay_ns: int = 0) -> None:
+        if actor.blocked:
+            actor.blocked = False
+            self._push(self.bus.now + delay_ns, actor)
+
+    def finish(self, reason: str) -> None:
+        if not self._finished.is_set():
+            self.stop_reason = reason
+            self._finished.set()
+
+    # --- commands -----------------------------------------------------------------------
+
+    def set_command_handler(self, fn: CommandFn) -> None:
+        self._command_handler = fn
+
+    def send(self, command: Any) -> None:
+        """From outside the simulation (the TUI, an API caller): applied at the next
+        hand-over. Safe to call from trio guest-mode host callbacks (same thread)."""
+        self._commands.append(command)
+        self._poke.set()
+
+    def schedule(self, call: int, command: Any) -> None:
+        """Replay: apply command at the hand-over that follows sleep/block call number call."""
+        self._scheduled.append((call, command))
+
+    def _apply_commands(self, release_t: int) -> None:
+        handler = self._command_handler
+        self.bus.now = max(self.bus.now, min(release_t, self.end_ns))
+        while self._scheduled and self._scheduled[0][0] <= self.calls:
+            _, command = self._scheduled.popleft()
+            if handler is not None:
+                handler(command)
+        while self._commands:
+            command = self._commands.popleft()
+            if handler is not None:
+                handler(command)
+
+    # --- the baton ----------------------------------------------------------------------
+
+    def _push(self, t: int, actor: Actor) -> None:
+        heapq.heappush(self._vcpus if actor.vcpu else self._strict, (t, next(self._counter), actor))
+
+    def _top(self) -> list[tuple[int, int, Actor]] | None:
+        """The heap holding the next entry in (t, seq) order."""
+        strict, vcpus = self._strict, self._vcpus
+        if not strict:
+            return vcpus or None
+        if not vcpus:
+            return strict
+        return strict if strict[0][:2] < vcpus[0][:2] else vcpus
+
+    async def _pass_baton(self, me: Actor, forever: bool = False) -> None:
+        nxt = await self._next()
+        if nxt is me:
+            return
+        if nxt is not None:
+            assert nxt.task is not None
+            trio.lowlevel.reschedule(nxt.task)
+        if forever:
+            return
+        await self._wait_for_baton(me)
+        if self._finished.is_set():
+            raise Finished
+
+    async def _release_next(self) -> None:
+        nxt = await self._next()
+        if nxt is not None:
+            assert nxt.task is not None
+            trio.lowlevel.reschedule(nxt.task)
+
+    @staticmethod
+    async def _wait_for_baton(actor: Actor) -> None:
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def _next(self) -> Actor | None:
+        """Pop the next actor, pacing wall time and applying commands first."""
+        while True:
+            if self._finished.is_set():
+                return None
+            heap = self._top()
+            if self.pacing.live:
+                await self._pace(heap[0][0] if heap else None)
+                if self._finished.is_set():
+                    return None
+                heap = self._top()
+            release_t = heap[0][0] if heap else self.end_ns
+            if self._commands or (self._scheduled and self._scheduled[0][0] <= self.calls):
+                self._apply_commands(release_t)
+                heap = self._top()
+            if heap is None:
+                if self._commands:
+                    continue
+                self.finish("idle")
+                return None
+            t, _, actor = heap[0]
+            if t > self.end_ns:
+                self.bus.now = self.end_ns
+                self.finish("duration")
+                return None
+            heapq.heappop(heap)
+            self.bus.now = t
+            actor.quantum_end = t + QUANTUM_NS
+            self.handoffs += 1
+            if self.pacing.step_budget > 0:
+                self.pacing.step_budget -= 1
+                if self.pacing.step_budget == 0:
+                    self.pacing.paused = True
+            return actor
+
+    async def _pace(self, next_t: int | None) -> None:
+        """Hold the hand-over until wall time catches up with virtual time, or while paused;
+        a command (pause, speed, step, inject) interrupts the wait."""
+        p = self.pacing
+        while not self._finished.is_set():
+            if self._commands:
+                return
+            self._poke = trio.Event()
+            if p.paused and p.step_budget == 0:
+                await self._poke.wait()
+                p.anchor_wall, p.anchor_virtual = trio.current_time(), self.bus.now
+                continue
+            if next_t is None or p.speed == math.inf:
+                return
+            due = p.anchor_wall + (next_t - p.anchor_virtual) / 1e9 / p.speed
+            now = trio.current_time()
+            if due <= now:
+                return
+            with trio.move_on_after(min(due - now, 0.25)):
+                await self._poke.wait()
+
+    def rebase(self) -> None:
+        """Restart the wall-clock anchor (after a speed change or a resume)."""
+        self.pacing.anchor_wall = trio.current_time()
+        self.pacing.anchor_virtual = self.bus.now
+        self._poke.set()

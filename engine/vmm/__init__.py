@@ -1,0 +1,1 @@
+"""The userspace VMM: QEMU's memory listener, its update strategies and its exit handlers."""

@@ -1,0 +1,351 @@
+"""The userspace VMM: memory transactions, slot bookkeeping, and MMIO exits served from its
+own FlatView.
+
+Like QEMU, it publishes the new FlatView only after every listener callback (every memslot
+ioctl) returned, so an MMIO exit taken in the window between a DELETE and the CREATE that
+replaces it is dispatched through the old view and still lands in RAM. ``naive=True`` is a VMM
+that does not, and drops those accesses: the checker then reports lost writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+from typing import TYPE_CHECKING
+
+from engine.events import (
+    Fault,
+    Inhibit,
+    MmioServed,
+    Note,
+    TxnBegin,
+    TxnCommit,
+    VmStopped,
+)
+from engine.model import batch
+from engine.model import constants as c
+from engine.model.region import MemoryRegion
+from engine.vmm.flatview import FlatRange, FlatView, TopologyDiff, diff
+
+if TYPE_CHECKING:
+    from engine.events import Event
+    from engine.model.vcpu import Vcpu, VcpuExit
+    from engine.session import Session
+
+ALL_ONES = (1 << 64) - 1
+WINDOW_FAULTS = frozenset({"emulation_failure", "mmio_len0", "ud_injected", "mmio"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SlotOp:
+    """One KVM_SET_USER_MEMORY_REGION the listener wants: a delete, an add or a log toggle."""
+
+    region: MemoryRegion
+    range: FlatRange
+
+    @property
+    def slot_id(self) -> int:
+        return self.region.slot & 0xFFFF
+
+
+@dataclasses.dataclass(slots=True)
+class Transaction:
+    id: int
+    as_id: int
+    layout: str
+    diff: TopologyDiff
+    ops: list[SlotOp]
+    old: FlatView
+    new: FlatView
+    started_ns: int
+
+
+class Vmm:
+    def __init__(self, session: Session, naive: bool = False) -> None:
+        self.session = session
+        self.vm = session.vm
+        self.bus = session.bus
+        self.naive = naive
+        nr_as = self.vm.host.nr_address_spaces
+        self.views = [FlatView([]) for _ in range(nr_as)]
+        self.layout_names = ["" for _ in range(nr_as)]
+        self._slot_of: list[dict[tuple[int, int, str, int], int]] = [{} for _ in range(nr_as)]
+        self.in_flight: Transaction | None = None
+        self.txn_count = 0
+        self.latencies: list[int] = []
+        self.inhibited = False
+        self.ioctl_count = 0
+        self.stopped_reason = ""
+        self._window_faults = 0
+        self.bus.subscribe(self._watch)
+
+    def _watch(self, event: Event) -> None:
+        if type(event) is Fault and event.outcome in WINDOW_FAULTS and self.in_flight is not None:
+            self._window_faults += 1
+
+    # --- transactions -------------------------------------------------------------------
+
+    def begin(
+        self, as_id: int, layout: str, new: FlatView, moves: bool = False
+    ) -> Transaction | None:
+        """Start a memory transaction towards ``new``: the listener's region_del and
+        region_add calls, as the KVM slot operations they become. With ``moves``, a range
+        that only changes GPA becomes one KVM_MR_MOVE, as the kernel selftests issue."""
+        old = self.views[as_id]
+        d = diff(old, new)
+        if d.empty:
+            self.views[as_id] = new
+            self.layout_names[as_id] = layout
+            return None
+        slots = self._slot_of[as_id]
+        ops: list[SlotOp] = []
+        dels, adds = list(d.dels), list(d.adds)
+        if moves:
+            for r in list(dels):
+                twin = next(
+                    (a for a in adds if (a.size, a.kind, a.hva) == (r.size, r.kind, r.hva)), None
+                )
+                if twin is not None:
+                    dels.remove(r)
+                    adds.remove(twin)
+                    id = slots.pop(r.key)
+                    slots[twin.key] = id
+                    ops.append(SlotOp(self._region(as_id, id, twin), twin))
+        for r in reversed(dels):
+            id = slots.pop(r.key)
+            ops.insert(0, SlotOp(MemoryRegion((as_id << 16) | id, 0, r.start, 0, r.hva), r))
+        for old_r, new_r in d.log_changes:
+            id = slots.pop(old_r.key)
+            slots[new_r.key] = id
+            ops.append(SlotOp(self._region(as_id, id, new_r), new_r))
+        used = set(slots.values())
+        for r in adds:
+            id = next(i for i in range(self.vm.host.nr_memslots) if i not in used)
+            used.add(id)
+            slots[r.key] = id
+            ops.append(SlotOp(self._region(as_id, id, r), r))
+        self.txn_count += 1
+        txn = Transaction(self.txn_count, as_id, layout, d, ops, old, new, self.bus.now)
+        self.in_flight = txn
+        self._window_faults = 0
+        self.bus.emit(
+            TxnBegin(
+                txn=txn.id,
+                as_id=as_id,
+                layout=layout,
+                dels=[[r.start, r.size] for r in d.dels],
+                adds=[[r.start, r.size] for r in d.adds],
+                overlapping=d.overlapping,
+            )
+        )
+        return txn
+
+    def commit(self, txn: Transaction) -> None:
+        """Publish the new FlatView: only now does QEMU's own dispatch use it."""
+        self.views[txn.as_id] = txn.new
+        self.layout_names[txn.as_id] = txn.layout
+        self.in_flight = None
+        latency = self.bus.now - txn.started_ns
+        self.latencies.append(latency)
+        self.bus.emit(TxnCommit(txn=txn.id, as_id=txn.as_id, latency_ns=latency))
+
+    @staticmethod
+    def _region(as_id: int, id: int, r: FlatRange) -> MemoryRegion:
+        flags = (c.KVM_MEM_READONLY if r.readonly else 0) | (
+            c.KVM_MEM_LOG_DIRTY_PAGES if r.log_dirty else 0
+        )
+        return MemoryRegion((as_id << 16) | id, flags, r.start, r.size, r.hva)
+
+    def layout_regions(self, as_id: int) -> list[MemoryRegion]:
+        """Every slot of the address space as the in-flight transaction wants it."""
+        txn = self.in_flight
+        view = txn.new if txn is not None and txn.as_id == as_id else self.views[as_id]
+        slots = self._slot_of[as_id]
+        return [self._region(as_id, slots[r.key], r) for r in view.backed()]
+
+    def gpa_in_flight(self, gpa: int) -> bool:
+        txn = self.in_flight
+        if txn is None:
+            return False
+        return any(r.start <= gpa < r.end for r in txn.diff.dels + txn.diff.adds)
+
+    def note(self, txn: Transaction | None, text: str) -> None:
+        self.bus.emit(Note(source="vmm", text=text))
+
+    # --- ioctls, as the strategies issue them --------------------------------------------
+
+    def sync_dirty_logs(self, only: set[int] | None = None) -> None:
+        """KVM_GET_DIRTY_LOG for every logging slot (a migration round's bitmap sync)."""
+        for as_id in range(self.vm.host.nr_address_spaces):
+            for slot in list(self.vm.active(as_id)):
+                if slot.dirty_bitmap is not None and (only is None or slot.id in only):
+                    self.vm.get_dirty_log((as_id << 16) | slot.id)
+
+    def _sync_before(self, regions: list[MemoryRegion]) -> None:
+        """QEMU syncs a slot's bitmap before deleting it or stopping its log: best effort,
+        since the guest may dirty pages between the sync and the ioctl."""
+        doomed: set[int] = set()
+        for region in regions:
+            old = self.vm.active(region.as_id).by_id.get(region.id)
+            if old is None or old.dirty_bitmap is None:
+                continue
+            if region.memory_size == 0 or not region.flags & c.KVM_MEM_LOG_DIRTY_PAGES:
+                doomed.add(region.id)
+        if doomed:
+            self.sync_dirty_logs(doomed)
+
+    async def ioctl(self, region: MemoryRegion) -> None:
+        vm, s = self.vm, self.session
+        self._sync_before([region])
+        self.ioctl_count += 1
+        change = vm.ioctl_prepare(region)
+        if change is not None:
+            await s.drive(s.vmm_actor, vm.commit(change))
+        vm.ioctl_done(change)
+
+    async def ioctl_list(self, regions: list[MemoryRegion]) -> None:
+        self._sync_before(regions)
+        await self._batch(
+            "KVM_SET_USER_MEMORY_REGION_LIST",
+            lambda: batch.prepare_list(self.vm, regions),
+            len(regions),
+        )
+
+    async def ioctl_all(self, as_id: int, regions: list[MemoryRegion]) -> None:
+        kept = {r.id for r in regions}
+        self._sync_before(
+            list(regions)
+            + [
+                MemoryRegion((as_id << 16) | s.id, 0, 0, 0, 0)
+                for s in self.vm.active(as_id)
+                if s.id not in kept
+            ]
+        )
+        await self._batch(
+            "KVM_SET_ALL_USER_MEMORY_REGIONS",
+            lambda: batch.prepare_all(self.vm, as_id, regions),
+            len(regions),
+        )
+
+    async def ioctl_convert(
+        self, as_id: int, old_ids: list[int], regions: list[MemoryRegion]
+    ) -> bool:
+        """False when the kernel refuses the conversion (the caller falls back)."""
+        try:
+            await self._batch(
+                "KVM_CONVERT_MEMORY_REGIONS",
+                lambda: batch.prepare_convert(self.vm, as_id, old_ids, regions),
+                len(old_ids) + len(regions),
+            )
+        except OSError as err:
+            if err.errno != errno.EINVAL:
+                raise
+            return False
+        return True
+
+    async def _batch(self, name: str, prepare: object, entries: int) -> None:
+        vm, s = self.vm, self.session
+        self.ioctl_count += 1
+        vm._enter(name, None, None, entries)
+        try:
+            assert callable(prepare)
+            changes = prepare()
+        except OSError as err:
+            vm._exit(name, None, 0, err.errno or 0, "")
+            raise
+        if changes:
+            await s.drive(s.vmm_actor, vm.commit_batch(changes))
+        vm._exit(name, None, 0, 0, ",".join(sorted({ch.kind for ch in changes})) or "NONE")
+
+    async def between_ioctls(self, txn: Transaction) -> None:
+        """Userspace work between two ioctls of a transaction; ioctl-gap stretches it."""
+        gap = self.session.injector.ioctl_gap()
+        if gap:
+            await self.session.seq.sleep(self.session.vmm_actor, gap)
+
+    async def after_delete(self, txn: Transaction, op: SlotOp) -> None:
+        """The `race` fault holds the window open until a vCPU has faulted inside it."""
+        if self.inhibited:
+            return  # no vCPU is in KVM_RUN to fault: nothing to hold open
+        limit = self.session.injector.race_window()
+        if not limit:
+            return
+        seq, me = self.session.seq, self.session.vmm_actor
+        waited = 0
+        while self._window_faults == 0 and waited < limit and not self.stopped_reason:
+            await seq.sleep(me, 200)
+            waited += 200
+
+    # --- QEMU 8.0's accel blocker ---------------------------------------------------------
+
+    async def inhibit_begin(self) -> None:
+        s = self.session
+        self.inhibited = True
+        started = self.bus.now
+        self.bus.emit(Inhibit(phase="begin"))
+        for runner in s.vcpu_runners:
+            runner.kick()
+        while not all(r.out_of_kvm_run for r in s.vcpu_runners):
+            s.vmm_waiting = True
+            await s.seq.block(s.vmm_actor)
+        s.vmm_waiting = False
+        self.bus.emit(Inhibit(phase="all_out", latency_ns=self.bus.now - started))
+
+    def inhibit_end(self) -> None:
+        self.inhibited = False
+        self.bus.emit(Inhibit(phase="end"))
+        for runner in self.session.vcpu_runners:
+            runner.resume()
+
+    # --- exits ----------------------------------------------------------------------------
+
+    def serve_mmio(self, vcpu: Vcpu, exit: VcpuExit) -> None:
+        """address_space_rw() through the published FlatView."""
+        gpa, data = exit.phys_addr, exit.data
+        view = self.views[vcpu.as_id]
+        r = view.lookup(gpa)
+        memory = self.vm.memory
+        if r is None:
+            target, name, value = "unassigned", "", ALL_ONES
+        elif r.kind == "mmio":
+            target, name, value = "device", r.name, ALL_ONES
+        elif self.naive:
+            target, name, value = "dropped", r.name, 0
+        else:
+            target, name = r.kind, r.name
+            hva = r.hva_of(gpa)
+            if exit.is_write:
+                if r.readonly:
+                    target = "rom-ignored"
+                else:
+                    memory[hva] = data
+                value = data
+            else:
+                raw = memory.get(hva)
+                value = raw if isinstance(raw, int) else 0
+        if not exit.is_write:
+            vcpu.mmio_data = value
+        self.bus.emit(
+            MmioServed(
+                vcpu=vcpu.index,
+                gpa=gpa,
+                is_write=exit.is_write,
+                data=data if exit.is_write else value,
+                target=target,
+                region=name,
+            )
+        )
+
+    def stop_vm(self, reason: str, vcpu: int, rip: int = 0, gpa: int = 0) -> None:
+        if self.stopped_reason:
+            return
+        self.stopped_reason = reason
+        self.bus.emit(VmStopped(reason=reason, vcpu=vcpu, rip=rip, gpa=gpa))
+        self.session.seq.finish("vm stopped")
+
+    def write_guest(self, gpa: int, value: object, as_id: int = 0) -> None:
+        """Userspace writing guest memory through its own mapping (loading the program)."""
+        r = self.views[as_id].lookup(gpa)
+        if r is None or not r.backed:
+            raise ValueError(f"GPA {gpa:#x} is not RAM in the initial layout")
+        self.vm.memory[r.hva_of(gpa)] = value
