@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.faults import FAULT_KINDS, FaultError
 from engine.log import LogError
-from engine.runner import make_config, run_session, summary_json, verify_log
+from engine.runner import check_log, make_config, run_session, summary_json, verify_log
 from engine.scenarios import ScenarioError, builtin_names, load_scenario
 from engine.units import format_ns, parse_duration
 from engine.vmm.strategies import STRATEGIES
@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--verify", action="store_true", help="fail unless the events are identical byte for byte"
     )
+    chk = sub.add_parser("check", help="run the checker over a recorded session log")
+    chk.add_argument("log")
     sub.add_parser("scenarios", help="list the built-in scenarios")
     sub.add_parser("strategies", help="list the update strategies")
     sub.add_parser("faults", help="list the injectable faults")
@@ -137,6 +139,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return cmd_run(args)
     if args.command == "replay":
         return cmd_replay(args)
+    if args.command == "check":
+        return cmd_check(args)
     if args.command == "scenarios":
         for name in builtin_names():
             print(f"{name:14} {load_scenario(name).summary}")
@@ -231,6 +235,19 @@ def print_summary(s: dict[str, Any]) -> None:
     console.print(table)
     for v in s["violations"][:5]:
         console.print(f"[magenta]{v['kind']}[/]: {v['message']}", highlight=False)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    verdict, log = check_log(args.log)
+    print(f"{verdict.verdict}: {verdict.explanation}")
+    for v in verdict.violations:
+        print(f"  {v['kind']}: {v['message']}")
+    if log.verdict is None:
+        print("(the log has no verdict line: the run did not finish)")
+    elif log.verdict.verdict != verdict.verdict:
+        print(f"the log's own verdict was {log.verdict.verdict}: they disagree")
+        return 1
+    return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -9,12 +9,14 @@ from typing import Any
 import msgspec
 import trio
 
-from engine.events import Command, Event
+from engine.checker import Checker, Verdict
+from engine.events import Command, Event, Violation
 from engine.faults import parse_fault, parse_fault_file
 from engine.log import SessionLog, encode_event, read_log
 from engine.scenarios import Scenario, load_scenario, parse_scenario
 from engine.scenarios.loader import builtin_dir
 from engine.session import RunConfig, Session
+from engine.vmm.strategies import get_strategy
 
 
 def make_config(
@@ -105,7 +107,7 @@ def _flat_out(session: Session) -> Any:
     def handler(command: Any) -> None:
         apply(command)
         pacing = session.seq.pacing
-        pacing.paused, pacing.step_budget, pacing.speed = False, 0, float("inf")
+        pacing.paused, pacing.step_until_seq, pacing.speed = False, -1, float("inf")
 
     return handler
 
@@ -134,6 +136,17 @@ def verify_log(path: str) -> VerifyResult:
             f"the log has {len(log.event_lines)} events, the replay produced {len(produced)}",
         )
     return VerifyResult(True, len(produced), f"{len(produced)} events identical, byte for byte")
+
+
+def check_log(path: str) -> tuple[Verdict, SessionLog]:
+    """The checker on a recorded log: re-judge its events without re-executing anything."""
+    log = read_log(path)
+    checker = Checker(get_strategy(log.header.strategy).atomic)
+    for event in log.events:
+        # Violations in the log are the online checker's own findings; judge afresh.
+        if not isinstance(event, Violation):
+            checker.observe(event)
+    return checker.verdict(), log
 
 
 def summary_json(summary: dict[str, Any]) -> str:

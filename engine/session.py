@@ -81,7 +81,7 @@ class VcpuRunner:
             if vmm.inhibited:
                 await self._blocked()
             self.out_of_kvm_run = False
-            exit = await s.drive_run(self.actor, vcpu.kvm_run())
+            exit = await s.drive_run(self.actor, vcpu, vcpu.kvm_run())
             self.out_of_kvm_run = True
             if vmm.inhibited and s.vmm_waiting:
                 seq.wake(s.vmm_actor)
@@ -258,13 +258,14 @@ class Session:
                 assert isinstance(step, int)
                 await self.seq.sleep(actor, step)
 
-    async def drive_run(self, actor: Actor, run: Generator[int, None, VcpuExit]) -> VcpuExit:
-        sleep = self.seq.sleep
+    async def drive_run(
+        self, actor: Actor, vcpu: Vcpu, run: Generator[int, None, VcpuExit]
+    ) -> VcpuExit:
+        seq = self.seq
         try:
-            ns = next(run)
             while True:
-                await sleep(actor, ns)
-                ns = next(run)
+                vcpu.horizon_ns = seq.horizon(actor)
+                await seq.sleep(actor, next(run))
         except StopIteration as stop:
             result: VcpuExit = stop.value
             return result
@@ -374,8 +375,9 @@ class Session:
             pacing.paused = False
             self.seq.rebase()
         elif name == "step":
+            # The Command event itself is one; step runs to the next `count` after it.
             pacing.paused = True
-            pacing.step_budget = int(args.get("count", "1"))
+            pacing.step_until_seq = self.bus.seq + int(args.get("count", "1"))
         elif name == "speed":
             pacing.speed = float(args["speed"]) if args["speed"] != "inf" else math.inf
             self.seq.rebase()

@@ -26,6 +26,7 @@ from engine.model.stage2 import Spte
 from engine.model.vm import VM
 
 PAGE_MASK = c.PAGE_SIZE - 1
+_DATA_OPS = frozenset({"load", "store", "inc"})
 
 
 @dataclasses.dataclass(slots=True)
@@ -89,6 +90,9 @@ class Vcpu:
         self.srcu_idx = -1
         # An injected reader stall: the next exit handler holds SRCU this much longer.
         self.stall_ns = 0
+        # How much guest time kvm_run() may batch before yielding; the engine raises it to
+        # what the sequencer would let this vCPU run anyway. 0: yield every instruction.
+        self.horizon_ns = 0
         self.exits: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.instructions = 0
@@ -110,14 +114,28 @@ class Vcpu:
         stage2 = self.vm.stage2[self.as_id]
         pages = stage2.pages
         memory = self.vm.memory
+        # Guest time executed but not yet yielded: instructions that hit in stage-2 touch
+        # nothing another actor can see before this vCPU next yields, so up to horizon_ns of
+        # them run as one step. Anything that enters KVM yields the pending time first, so
+        # its events carry the right timestamp.
+        pending = 0
         while True:
             if self.kick_requested:
                 self.kick_requested = False
-                yield t.vmexit_ns
+                yield pending + t.vmexit_ns
                 return self._exit(VcpuExit(c.KVM_EXIT_INTR, self.rip))
+            if self.stall_ns:
+                if pending:
+                    yield pending
+                    pending = 0
+                yield from self._stalled_exit()
+                continue
             rip = self.rip
             spte = pages.get(rip >> c.PAGE_SHIFT)
             if spte is None:
+                if pending:
+                    yield pending
+                    pending = 0
                 result = yield from self._page_fault(rip, "fetch", None)
                 if result is not None:
                     return result
@@ -125,7 +143,7 @@ class Vcpu:
             insn = memory.get(spte.hva + (rip & PAGE_MASK))
             if not isinstance(insn, Insn):
                 # Not code: a triple fault in a guest with no IDT.
-                yield insn_ns
+                yield pending + insn_ns
                 return self._exit(VcpuExit(c.KVM_EXIT_SHUTDOWN, rip))
             op = insn.op
             if op == "jmp":
@@ -133,11 +151,27 @@ class Vcpu:
             elif op == "loop":
                 self.rcx -= 1
                 self.rip = insn.arg if self.rcx else rip + INSN_SIZE
-            elif op in ("load", "store", "inc"):
-                result = yield from self._data_access(insn, pages, memory)
-                if result is not None:
-                    return result
-                continue
+            elif op in _DATA_OPS:
+                gpa = insn.arg
+                self.last_data_gpa = gpa
+                dspte = pages.get(gpa >> c.PAGE_SHIFT)
+                if dspte is None or (op != "load" and not dspte.writable):
+                    if pending:
+                        yield pending
+                        pending = 0
+                    access = "write" if op == "store" or dspte is not None else "read"
+                    result = yield from self._page_fault(gpa, access, insn)
+                    if result is not None:
+                        return result
+                    continue
+                hva = dspte.hva + (gpa & PAGE_MASK)
+                if op == "load":
+                    self.acc = _word(memory.get(hva))
+                elif op == "store":
+                    memory[hva] = self.acc
+                else:
+                    memory[hva] = _word(memory.get(hva)) + 1
+                self.rip = rip + INSN_SIZE
             elif op == "mov":
                 self.acc = insn.arg
                 self.rip = rip + INSN_SIZE
@@ -146,36 +180,26 @@ class Vcpu:
                 self.rip = rip + INSN_SIZE
             elif op == "halt":
                 self.rip = rip + INSN_SIZE
-                yield insn_ns
+                yield pending + insn_ns
                 return self._exit(VcpuExit(c.KVM_EXIT_HLT, self.rip))
             else:
                 self.rip = rip + INSN_SIZE
             self.instructions += 1
-            yield insn_ns
+            pending += insn_ns
+            if pending > self.horizon_ns:
+                yield pending
+                pending = 0
 
-    def _data_access(
-        self, insn: Insn, pages: dict[int, Spte], memory: dict[int, object]
-    ) -> Handler:
-        gpa = insn.arg
-        self.last_data_gpa = gpa
-        spte = pages.get(gpa >> c.PAGE_SHIFT)
-        if spte is None:
-            return (
-                yield from self._page_fault(gpa, "write" if insn.op == "store" else "read", insn)
-            )
-        hva = spte.hva + (gpa & PAGE_MASK)
-        if insn.op == "load":
-            self.acc = _word(memory.get(hva))
-        elif not spte.writable:
-            return (yield from self._page_fault(gpa, "write", insn))
-        elif insn.op == "store":
-            memory[hva] = self.acc
-        else:
-            memory[hva] = _word(memory.get(hva)) + 1
-        self.rip += INSN_SIZE
-        self.instructions += 1
-        yield self.vm.timing.insn_ns
-        return None
+    def _stalled_exit(self) -> Generator[int, None, None]:
+        """An exit KVM handles in the kernel (say, an external interrupt) during which the
+        injected reader stall holds kvm->srcu; the guest resumes where it was."""
+        vm = self.vm
+        idx = self.srcu_idx = vm.srcu.read_lock(self.name)
+        yield vm.timing.vmexit_ns
+        vm.srcu_dereference(self.name, self.as_id)
+        yield from self._leave_kernel(idx)
+        yield vm.timing.vmentry_ns
+        self.state = "guest"
 
     # --- the fault path -----------------------------------------------------------------
 

@@ -61,7 +61,8 @@ class Pacing:
     def __init__(self, speed: float = math.inf, paused: bool = False) -> None:
         self.speed = speed
         self.paused = paused
-        self.step_budget = 0
+        # While paused, run flat out until the bus has emitted this many events ("step").
+        self.step_until_seq = -1
         self.anchor_wall = 0.0
         self.anchor_virtual = 0
 
@@ -146,6 +147,15 @@ class Sequencer:
             return
         self._push(t, actor)
         await self._pass_baton(actor)
+
+    def horizon(self, actor: Actor) -> int:
+        """How far past now a vCPU may advance and still keep the baton (see above)."""
+        if self._commands or self.pacing.live:
+            return 0
+        limit = min(actor.quantum_end, self.end_ns + 1)
+        if self._strict:
+            limit = min(limit, self._strict[0][0])
+        return max(limit - self.bus.now - 1, 0)
 
     def _keeps_baton(self, actor: Actor, t: int) -> bool:
         if t > self.end_ns or self._commands:
@@ -270,10 +280,6 @@ class Sequencer:
             self.bus.now = t
             actor.quantum_end = t + QUANTUM_NS
             self.handoffs += 1
-            if self.pacing.step_budget > 0:
-                self.pacing.step_budget -= 1
-                if self.pacing.step_budget == 0:
-                    self.pacing.paused = True
             return actor
 
     async def _pace(self, next_t: int | None) -> None:
@@ -284,7 +290,9 @@ class Sequencer:
             if self._commands:
                 return
             self._poke = trio.Event()
-            if p.paused and p.step_budget == 0:
+            if p.paused:
+                if p.step_until_seq > self.bus.seq:
+                    return
                 await self._poke.wait()
                 p.anchor_wall, p.anchor_virtual = trio.current_time(), self.bus.now
                 continue

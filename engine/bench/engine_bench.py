@@ -1,0 +1,106 @@
+"""Engine benchmarks: headless throughput, the trio floor under it, and recording's cost.
+
+Every target is a ratio measured in the same run, so a busy machine slows both sides alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from engine.bench import Measure
+from engine.runner import make_config
+from engine.session import Session
+
+
+def _timed_run(vcpus: int, duration_ns: int, log: str | None) -> tuple[float, int, int]:
+    """(wall seconds, events, sequencer hand-overs) for one headless run."""
+    config = make_config("split", "inhibit", seed=1, vcpus=vcpus, duration_ns=duration_ns)
+    session = Session(config, log_path=log)
+    start = time.perf_counter()
+    trio.run(session.run)
+    wall = time.perf_counter() - start
+    return wall, session.bus.seq, session.seq.handoffs
+
+
+def _bare_handoffs(count: int, tasks: int) -> float:
+    """Wall seconds for a plain trio program passing one baton `count` times among `tasks`
+    tasks, the same primitive the sequencer uses: what trio itself costs per switch."""
+    done = trio.Event()
+
+    async def main() -> None:
+        parked: list[trio.lowlevel.Task] = []
+        remaining = count
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        async def worker(i: int) -> None:
+            nonlocal remaining
+            parked.append(trio.lowlevel.current_task())
+            while True:
+                await trio.lowlevel.wait_task_rescheduled(abort)
+                remaining -= 1
+                if remaining <= 0:
+                    done.set()
+                    return
+                trio.lowlevel.reschedule(parked[(i + 1) % tasks])
+
+        async with trio.open_nursery() as nursery:
+            for i in range(tasks):
+                nursery.start_soon(worker, i)
+            while len(parked) < tasks:
+                await trio.lowlevel.checkpoint()
+            trio.lowlevel.reschedule(parked[0])
+            await done.wait()
+            nursery.cancel_scope.cancel()
+
+    start = time.perf_counter()
+    trio.run(main)
+    return time.perf_counter() - start
+
+
+def run_engine_benchmarks(quick: bool) -> list[Measure]:
+    repeats = 3 if quick else 5
+    duration = 2_000_000 if quick else 10_000_000
+    out: list[Measure] = []
+    for vcpus in (1, 8, 64):
+        runs = [_timed_run(vcpus, duration, None) for _ in range(repeats)]
+        wall = statistics.median(r[0] for r in runs)
+        events, handoffs = runs[0][1], runs[0][2]
+        out.append(Measure(f"engine.events_per_s.{vcpus}vcpu", events / wall, "events/s"))
+        bare = statistics.median(_bare_handoffs(handoffs, vcpus + 3) for _ in range(repeats))
+        out.append(
+            Measure(
+                f"engine.vs_bare_trio.{vcpus}vcpu",
+                wall / bare,
+                "x",
+                target="informative: wall time over a bare trio loop with the same hand-overs",
+            )
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        off, on, sizes = [], [], []
+        for i in range(repeats):
+            off.append(_timed_run(8, duration, None)[0])
+            log = str(Path(tmp) / f"run{i}.jsonl")
+            wall, events, _ = _timed_run(8, duration, log)
+            on.append(wall)
+            sizes.append(Path(log).stat().st_size / max(events, 1))
+        ratio = statistics.median(off) / statistics.median(on)
+        out.append(
+            Measure(
+                "engine.recording_on_vs_off",
+                ratio,
+                "x",
+                target="throughput with recording >= 0.9 x without",
+                ratio=ratio,
+                limit=0.9,
+                at_least=True,
+            )
+        )
+        out.append(Measure("engine.log_bytes_per_event", statistics.median(sizes), "B"))
+    return out
