@@ -78,6 +78,8 @@ class Host:
             c.KVM_CAP_IMMEDIATE_EXIT: 1,
             c.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: 3,
             c.KVM_CAP_DIRTY_LOG_RING: 1 << 20,
+            # x86 answers 1 unconditionally; the PVM host does too.
+            c.KVM_CAP_EXIT_ON_EMULATION_FAILURE: 1,
             c.KVM_CAP_USER_MEMORY2: 1,
             c.KVM_CAP_MEMORY_FAULT_INFO: 1,
             c.KVM_CAP_MEMORY_ATTRIBUTES: 0,

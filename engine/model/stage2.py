@@ -1,37 +1,38 @@
 """The stage-2 mapping cache: what the hardware walks without asking KVM.
 
-``pages`` maps a gfn to the host page backing it (an SPTE); ``mmio`` remembers gfns known to
-have no memslot, stamped with the memslot generation they were learnt under, as x86 MMIO SPTEs
-are. A guest access that finds a writable (or, for reads, any) entry in ``pages`` never enters
-KVM and takes no SRCU lock.
+``pages`` maps a gfn to the host address of the page backing it (an SPTE), ``writable`` holds
+the gfns whose SPTE allows writes, and ``mmio`` remembers gfns known to have no memslot,
+stamped with the memslot generation they were learnt under, as x86 MMIO SPTEs are. A guest
+access that finds its gfn in ``pages`` (and, for a write, in ``writable``) never enters KVM and
+takes no SRCU lock: the hit is one dict lookup, which is what hardware makes it.
 """
 
 from __future__ import annotations
 
 
-class Spte:
-    __slots__ = ("hva", "slot_id", "writable")
-
-    def __init__(self, hva: int, writable: bool, slot_id: int) -> None:
-        self.hva = hva
-        self.writable = writable
-        self.slot_id = slot_id
-
-
 class Stage2:
-    __slots__ = ("mmio", "mmu_invalidate_seq", "pages")
+    __slots__ = ("mmio", "mmu_invalidate_seq", "pages", "writable")
 
     def __init__(self) -> None:
-        self.pages: dict[int, Spte] = {}
+        self.pages: dict[int, int] = {}
+        self.writable: set[int] = set()
         self.mmio: dict[int, int] = {}
         # Bumped by every zap; a fault that started before a zap must not install its SPTE
         # (mmu_invalidate_retry()).
         self.mmu_invalidate_seq = 0
 
+    def install(self, gfn: int, hva: int, writable: bool) -> None:
+        self.pages[gfn] = hva
+        if writable:
+            self.writable.add(gfn)
+        else:
+            self.writable.discard(gfn)
+
     def zap_all(self) -> int:
         """kvm_mmu_zap_all_fast(): every root invalidated."""
         count = len(self.pages) + len(self.mmio)
         self.pages.clear()
+        self.writable.clear()
         self.mmio.clear()
         self.mmu_invalidate_seq += 1
         return count
@@ -46,26 +47,17 @@ class Stage2:
                 doomed = [g for g in table if start_gfn <= g < end_gfn]
             for gfn in doomed:
                 del table[gfn]
+                self.writable.discard(gfn)
             count += len(doomed)
         self.mmu_invalidate_seq += 1
         return count
 
     def write_protect(self, start_gfn: int, end_gfn: int) -> None:
         """Clear the writable bit so the next write faults (dirty logging)."""
-        pages = self.pages
-        if end_gfn - start_gfn < len(pages):
-            for gfn in range(start_gfn, end_gfn):
-                spte = pages.get(gfn)
-                if spte is not None:
-                    spte.writable = False
+        if end_gfn - start_gfn < len(self.writable):
+            self.writable.difference_update(range(start_gfn, end_gfn))
         else:
-            for gfn, spte in pages.items():
-                if start_gfn <= gfn < end_gfn:
-                    spte.writable = False
+            self.writable = {g for g in self.writable if not start_gfn <= g < end_gfn}
 
     def write_protect_pages(self, gfns: list[int]) -> None:
-        pages = self.pages
-        for gfn in gfns:
-            spte = pages.get(gfn)
-            if spte is not None:
-                spte.writable = False
+        self.writable.difference_update(gfns)

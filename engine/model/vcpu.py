@@ -22,7 +22,6 @@ from engine.events import Exit, Fault, UdInjected
 from engine.model import constants as c
 from engine.model.guest import INSN_SIZE, Insn
 from engine.model.memslots import Memslot, MemslotSet
-from engine.model.stage2 import Spte
 from engine.model.vm import VM
 
 PAGE_MASK = c.PAGE_SIZE - 1
@@ -113,7 +112,9 @@ class Vcpu:
         insn_ns = t.insn_ns
         stage2 = self.vm.stage2[self.as_id]
         pages = stage2.pages
+        writable = stage2.writable
         memory = self.vm.memory
+        shift, mask = c.PAGE_SHIFT, PAGE_MASK
         # Guest time executed but not yet yielded: instructions that hit in stage-2 touch
         # nothing another actor can see before this vCPU next yields, so up to horizon_ns of
         # them run as one step. Anything that enters KVM yields the pending time first, so
@@ -131,8 +132,8 @@ class Vcpu:
                 yield from self._stalled_exit()
                 continue
             rip = self.rip
-            spte = pages.get(rip >> c.PAGE_SHIFT)
-            if spte is None:
+            page = pages.get(rip >> shift)
+            if page is None:
                 if pending:
                     yield pending
                     pending = 0
@@ -140,7 +141,7 @@ class Vcpu:
                 if result is not None:
                     return result
                 continue
-            insn = memory.get(spte.hva + (rip & PAGE_MASK))
+            insn = memory.get(page + (rip & mask))
             if not isinstance(insn, Insn):
                 # Not code: a triple fault in a guest with no IDT.
                 yield pending + insn_ns
@@ -154,17 +155,17 @@ class Vcpu:
             elif op in _DATA_OPS:
                 gpa = insn.arg
                 self.last_data_gpa = gpa
-                dspte = pages.get(gpa >> c.PAGE_SHIFT)
-                if dspte is None or (op != "load" and not dspte.writable):
+                dpage = pages.get(gpa >> shift)
+                if dpage is None or (op != "load" and gpa >> shift not in writable):
                     if pending:
                         yield pending
                         pending = 0
-                    access = "write" if op == "store" or dspte is not None else "read"
+                    access = "write" if op == "store" or dpage is not None else "read"
                     result = yield from self._page_fault(gpa, access, insn)
                     if result is not None:
                         return result
                     continue
-                hva = dspte.hva + (gpa & PAGE_MASK)
+                hva = dpage + (gpa & mask)
                 if op == "load":
                     self.acc = _word(memory.get(hva))
                 elif op == "store":
@@ -240,7 +241,7 @@ class Vcpu:
         if access == "write" and logging and slot.dirty_bitmap is not None:
             slot.dirty_bitmap.pages.add(gfn - slot.base_gfn)
             outcome = "dirty"
-        stage2.pages[gfn] = Spte(slot.gfn_to_hva(gfn), writable, slot.id)
+        stage2.install(gfn, slot.gfn_to_hva(gfn), writable)
         return (yield from self._resume(idx, gpa, access, outcome, slot_id, gen))
 
     def _gfn_to_memslot(self, slots: MemslotSet, gfn: int) -> Memslot | None:

@@ -32,7 +32,7 @@ from engine.model import constants as c
 from engine.model.host import Host
 from engine.model.memslots import DirtyBitmap, Memslot, MemslotSet
 from engine.model.region import MemoryRegion, check_slot_arg, make_region
-from engine.model.srcu import Srcu
+from engine.model.srcu import Srcu, SrcuWouldBlock
 from engine.model.stage2 import Stage2
 from engine.model.timing import Timing
 
@@ -475,6 +475,13 @@ class VM:
 
     def run_now(self, steps: Steps) -> None:
         """Drive an update with no clock: every grace period completes at once."""
+        # With no clock a grace period cannot be waited out, so refuse while any reader is
+        # inside: the first swap publishes before its grace period, and stopping there would
+        # leave an INVALID copy and an update-in-progress generation behind for good.
+        if not self.busted and (self.srcu.readers_active(0) or self.srcu.readers_active(1)):
+            steps.close()
+            waiting = ", ".join(self.srcu.holders) or "unnamed readers"
+            raise SrcuWouldBlock(f"synchronize_srcu would wait for readers: {waiting}")
         for step in steps:
             if step is SYNCHRONIZE:
                 self.srcu.synchronize_now()

@@ -7,6 +7,7 @@ in between.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -176,7 +177,8 @@ def test_fault_on_an_invalid_slot_retries_until_the_delete_completes(
     # Stop right after the first swap and its zap: the slot is published INVALID.
     assert not drive_update(g.vm, update, lambda: bool(g.of(Zap)))
     slot = g.vm.active(0).lookup(gpa >> c.PAGE_SHIFT)
-    assert slot is not None and slot.invalid
+    assert slot is not None
+    assert slot.invalid
 
     assert steps(gen, 60) is None, "a fault on an INVALID slot left the guest"
     # The zap took the code page too, so it is mapped again first; then the INVALID slot.
@@ -306,7 +308,12 @@ def test_readonly_slot_reads_and_runs_but_writes_exit_as_mmio() -> None:
     g.load(ro_code, ["mov 7", "halt"])
     g.load(
         CODE_GPA,
-        [f"load {DATA_GPA:#x}", f"store {DATA_GPA + 8:#x}", f"inc {DATA_GPA:#x}", f"jmp {ro_code:#x}"],
+        [
+            f"load {DATA_GPA:#x}",
+            f"store {DATA_GPA + 8:#x}",
+            f"inc {DATA_GPA:#x}",
+            f"jmp {ro_code:#x}",
+        ],
     )
     vcpu = g.vcpu()
 
@@ -340,9 +347,7 @@ WRITES = [1, 3, 7]  # data pages the guest writes, as in real-kvm.md §5
 
 def _logging_guest() -> tuple[Guest, Vcpu]:
     g = Guest(data_flags=c.KVM_MEM_LOG_DIRTY_PAGES)
-    lines = ["mov 9"]
-    for page in WRITES:
-        lines.append(f"store {DATA_GPA + page * PAGE + 8:#x}")
+    lines = ["mov 9", *(f"store {DATA_GPA + page * PAGE + 8:#x}" for page in WRITES)]
     # A read of another page must not dirty it.
     lines += [f"load {DATA_GPA + 5 * PAGE:#x}", "halt", f"store {DATA_GPA + 3 * PAGE:#x}", "halt"]
     g.load(CODE_GPA, lines)
@@ -378,7 +383,7 @@ def test_dirty_log_is_lost_across_delete_and_create() -> None:
     g.delete(DATA_SLOT)
     with pytest.raises(OSError, match="no dirty log") as err:
         g.vm.get_dirty_log(DATA_SLOT)
-    assert err.value.errno == 2  # ENOENT
+    assert err.value.errno == errno.ENOENT
     g.slot(DATA_SLOT, c.KVM_MEM_LOG_DIRTY_PAGES, DATA_GPA, DATA_PAGES, DATA_UADDR)
     assert g.vm.get_dirty_log(DATA_SLOT) == []
 
@@ -387,9 +392,9 @@ def test_dirty_log_is_lost_when_logging_is_toggled_off_and_on() -> None:
     g, vcpu = _logging_guest()
     run(vcpu)
     g.slot(DATA_SLOT, 0, DATA_GPA, DATA_PAGES, DATA_UADDR)
-    with pytest.raises(OSError) as err:
+    with pytest.raises(OSError, match="no dirty log") as err:
         g.vm.get_dirty_log(DATA_SLOT)
-    assert err.value.errno == 2  # ENOENT: logging is off
+    assert err.value.errno == errno.ENOENT  # logging is off
     g.slot(DATA_SLOT, c.KVM_MEM_LOG_DIRTY_PAGES, DATA_GPA, DATA_PAGES, DATA_UADDR)
     assert g.vm.get_dirty_log(DATA_SLOT) == []
 
@@ -435,7 +440,8 @@ def test_last_used_slot_cache_is_used_and_dropped_on_a_generation_change(
     # The code page and the first data page are searched; the second data page is found in
     # the per-vCPU cache.
     assert searched == [CODE_GPA >> c.PAGE_SHIFT, DATA_GPA >> c.PAGE_SHIFT]
-    assert vcpu.last_used_slot is not None and vcpu.last_used_slot.id == DATA_SLOT
+    assert vcpu.last_used_slot is not None
+    assert vcpu.last_used_slot.id == DATA_SLOT
     old_gen = vcpu.last_used_slot_gen
 
     # CREATE elsewhere: no zap, but a new generation invalidates the cache.
@@ -487,7 +493,7 @@ def test_create_and_flags_only_do_not_zap(change: str) -> None:
 
 
 def test_without_the_zap_all_quirk_delete_zaps_only_the_slot() -> None:
-    g, vcpu = _mapped_guest(Host(slot_zap_all=False))
+    g, _ = _mapped_guest(Host(slot_zap_all=False))
     g.events.clear()
     g.delete(DATA_SLOT)
     zaps = g.of(Zap)

@@ -12,9 +12,11 @@ import pytest
 from engine.events import (
     Event,
     EventBus,
+    MemslotChange,
     ReaderUseAfterFree,
     SrcuGp,
     SrcuUnlockMismatch,
+    SwapPublish,
 )
 from engine.model.srcu import Srcu, SrcuWouldBlock
 from engine.model.vm import VM
@@ -178,3 +180,26 @@ def test_a_reader_held_across_one_busted_swap_is_not_yet_a_use_after_free() -> N
     vm.set_user_memory_region(1, 0, 0x20_0000, PAGE, UADDR + 0x10_0000)
     vm.srcu_read_unlock("reader", idx)
     assert not [e for e in events if isinstance(e, ReaderUseAfterFree)]
+
+
+def test_an_update_refused_for_a_reader_leaves_the_vm_as_it_was() -> None:
+    # A clockless caller cannot wait out a grace period; the update must then not start at
+    # all, rather than stop after publishing an INVALID copy with the generation's
+    # update-in-progress bit set.
+    vm, events = _vm_with_one_slot()
+    before = (vm.memslots(), vm.active(0).generation, vm.active(0).version)
+    idx = vm.srcu.read_lock("reader")
+    events.clear()
+    with pytest.raises(SrcuWouldBlock, match="reader"):
+        vm.set_user_memory_region(0, 0, 0, 0, 0)
+    assert not [e for e in events if isinstance(e, SwapPublish | MemslotChange | SrcuGp)]
+    assert (vm.memslots(), vm.active(0).generation, vm.active(0).version) == before
+    assert not vm.update_in_progress
+    vm.active(0).check_invariants()
+    vm.inactive(0).check_invariants()
+
+    vm.srcu.read_unlock("reader", idx)
+    vm.set_user_memory_region(0, 0, 0, 0, 0)
+    assert vm.memslots() == []
+    assert vm.active(0).generation == before[1] + 2
+    assert vm.inactive(0).by_id == {}
