@@ -1,0 +1,1 @@
+"""Real hypervisors behind the model's ioctl surface, for comparing the model with a kernel."""

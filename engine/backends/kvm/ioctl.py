@@ -1,0 +1,80 @@
+"""The /dev/kvm ABI the backend needs: ioctl numbers, struct layouts and one ioctl helper.
+
+Numbers are the x86-64 encodings (dir << 30 | size << 16 | 0xAE << 8 | nr), verified on the
+development host (real-kvm.md section 0b).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import struct
+from typing import Final
+
+DEV_KVM: Final = "/dev/kvm"
+KVM_API_VERSION: Final = 12
+
+KVM_GET_API_VERSION: Final = 0xAE00
+KVM_CREATE_VM: Final = 0xAE01
+KVM_CHECK_EXTENSION: Final = 0xAE03
+KVM_GET_DIRTY_LOG: Final = 0x4010AE42
+KVM_SET_USER_MEMORY_REGION: Final = 0x4020AE46
+
+# struct kvm_userspace_memory_region: slot, flags, guest_phys_addr, memory_size, userspace_addr.
+MEMORY_REGION: Final = struct.Struct("<IIQQQ")
+# struct kvm_dirty_log: slot, padding, pointer to the bitmap (one bit per page, u64 words).
+DIRTY_LOG: Final = struct.Struct("<IIQ")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.ioctl.restype = ctypes.c_int
+
+
+def kvm_ioctl(fd: int, request: int, arg: int | bytearray = 0) -> int:
+    """ioctl(2) with an unsigned long request and either an integer or a struct argument.
+
+    fcntl.ioctl is not used: it passes the integer argument as a signed C int (overflowing for
+    addresses such as KVM_SET_TSS_ADDR's) and hands a copy of a bytes argument to the kernel.
+    A bytearray is passed by address, so the kernel's writes land in it.
+    """
+    if isinstance(arg, bytearray):
+        buf = (ctypes.c_char * len(arg)).from_buffer(arg)
+        ret: int = _libc.ioctl(ctypes.c_int(fd), ctypes.c_ulong(request), buf)
+    else:
+        ret = _libc.ioctl(ctypes.c_int(fd), ctypes.c_ulong(request), ctypes.c_ulong(arg))
+    if ret < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return ret
+
+
+def open_dev_kvm(path: str = DEV_KVM) -> int:
+    """Open /dev/kvm and check its API version; the fd is closed again if the check fails."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        version = kvm_ioctl(fd, KVM_GET_API_VERSION)
+        if version != KVM_API_VERSION:
+            raise OSError(errno.EPROTO, f"KVM_GET_API_VERSION is {version}, not {KVM_API_VERSION}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def kvm_usable(path: str = DEV_KVM) -> tuple[bool, str]:
+    """Whether a VM can be created here, with a one-line reason and a fix when not."""
+    try:
+        fd = open_dev_kvm(path)
+    except FileNotFoundError:
+        return False, (
+            f"{path} does not exist: load the kvm module (kvm_intel, kvm_amd) "
+            "or use a machine with hardware virtualization"
+        )
+    except PermissionError:
+        return False, (
+            f"{path}: permission denied: run as root, or chmod it / add the user to the kvm group"
+        )
+    except OSError as err:
+        return False, f"{path} is not usable: {err.strerror or err}"
+    os.close(fd)
+    return True, f"{path} is usable (KVM API version {KVM_API_VERSION})"
