@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from engine.faults import FAULT_KINDS, FaultError
 from engine.log import LogError
@@ -24,6 +24,14 @@ from engine.vmm.strategies import STRATEGIES
 
 class UsageError(Exception):
     pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (`slotlab run: argument --seed: ...`), like
+    every other kind of bad input; --help still prints the full usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}\n")
 
 
 def _duration(text: str) -> int:
@@ -82,9 +90,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="slotlab", description="Watch, break and explain KVM memslot updates."
-    )
+    parser = _Parser(prog="slotlab", description="Watch, break and explain KVM memslot updates.")
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run one scenario headless and print the verdict")
     add_run_options(run)
@@ -117,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true")
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--only", metavar="NAME")
+    kvm = sub.add_parser("kvm", help="the real /dev/kvm backend")
+    kvm_sub = kvm.add_subparsers(dest="kvm_command")
+    probe = kvm_sub.add_parser(
+        "probe", help="is /dev/kvm usable, the kernel, its caps, a 1 s self-test of the race"
+    )
+    probe.add_argument("--json", action="store_true")
+    probe.add_argument("--no-self-test", action="store_true")
     return parser
 
 
@@ -158,6 +171,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from engine.compare import cmd_compare
 
         return cmd_compare(args)
+    if args.command == "kvm":
+        from engine.backends.kvm.probe import cmd_kvm
+
+        return cmd_kvm(args)
     if args.command == "bench":
         from engine.bench.suite import cmd_bench
 

@@ -177,6 +177,8 @@ class TxnBegin(Event, tag="txn_begin"):
     dels: list[list[int]]
     adds: list[list[int]]
     overlapping: bool
+    atomic: bool = False
+    """Whether the strategy applies this transaction atomically (the checker holds it to it)."""
 
 
 class TxnCommit(Event, tag="txn_commit"):

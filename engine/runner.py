@@ -12,7 +12,7 @@ import trio
 from engine.checker import Checker, Verdict
 from engine.events import Command, Event, Violation
 from engine.faults import parse_fault, parse_fault_file
-from engine.log import SessionLog, encode_event, read_log
+from engine.log import LogError, SessionLog, encode_event, read_log
 from engine.scenarios import Scenario, load_scenario, parse_scenario
 from engine.scenarios.loader import builtin_dir
 from engine.session import RunConfig, Session
@@ -70,6 +70,21 @@ def run_session(config: RunConfig, log: str | None = None) -> dict[str, Any]:
 def config_from_log(log: SessionLog) -> RunConfig:
     h = log.header
     sc = parse_scenario(h.scenario_text, f"{h.scenario}.toml (from the log header)")
+    # A header that parses can still be nonsense: refuse it before anything runs.
+    if h.vcpus < 1 or h.duration_ns < 1:
+        raise ValueError(f"vcpus and duration_ns must be positive, not {h.vcpus}, {h.duration_ns}")
+    get_strategy(h.strategy)
+    for f in h.faults:
+        parse_fault(f)
+    for entry in h.fault_script:
+        if not (
+            len(entry) == 2
+            and isinstance(entry[0], int)
+            and entry[0] >= 0
+            and isinstance(entry[1], str)
+        ):
+            raise ValueError(f"fault_script entry {entry!r} is not [time_ns, fault]")
+        parse_fault(entry[1])
     return RunConfig(
         scenario=sc,
         strategy=h.strategy,
@@ -121,7 +136,22 @@ class VerifyResult:
 
 def verify_log(path: str) -> VerifyResult:
     log = read_log(path)
+    if log.header.host.get("backend") == "kvm":
+        # A real /dev/kvm run follows the wall clock and the host's scheduler: nothing replays it.
+        raise LogError(
+            f"{path}:1: a --backend kvm run is wall-clock and nondeterministic and cannot be "
+            f"replayed or verified; judge it with `slotlab check {path}`"
+        )
+    try:
+        config_from_log(log)
+    except ValueError as err:
+        raise LogError(f"{path}:1: the header cannot be replayed: {err}") from None
     produced, _ = replay_events(log)
+    if log.verdict is None and produced[: len(log.event_lines)] == log.event_lines:
+        raise LogError(
+            f"{path}:{len(log.event_lines) + 2}: no verdict line: the run was cut short; its "
+            f"{len(log.event_lines)} events replay identically, but only a finished run verifies"
+        )
     for i, (want, got) in enumerate(zip(log.event_lines, produced, strict=False)):
         if want != got:
             return VerifyResult(

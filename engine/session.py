@@ -207,6 +207,8 @@ class Session:
                     self.vm.run_now(self.vm.commit(change))
                 self.vm.ioctl_done(change)
             self.vmm.commit(txn)
+        # Installing the boot layout is not an update: keep its zero out of the latencies.
+        self.vmm.latencies.clear()
         for gpa, insn in sc.program.items():
             self.vmm.write_guest(gpa, insn)
         for i in range(self.config.vcpus or sc.vcpus):
@@ -289,15 +291,14 @@ class Session:
 
     async def _vmm_body(self) -> None:
         sc, seq, me, vmm = self.config.scenario, self.seq, self.vmm_actor, self.vmm
-        index = 1
+        # The boot layout is sequence[0]; every period the VMM moves to the next, wrapping.
+        index = 0
         while True:
             await self._idle(int(sc.period_ns * (0.5 + self.vmm_rng.random())))
             if len(sc.sequence) < 2:
                 continue
-            layout = sc.layouts[sc.sequence[index % len(sc.sequence)]]
-            index = (
-                index + 1 if index + 1 < len(sc.sequence) else (1 if len(sc.sequence) > 2 else 0)
-            )
+            index = (index + 1) % len(sc.sequence)
+            layout = sc.layouts[sc.sequence[index]]
             self.injector.on_transaction()
             for as_id in range(self.host.nr_address_spaces):
                 txn_view = FlatView.render(layout.for_as(as_id))

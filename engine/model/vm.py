@@ -205,19 +205,19 @@ class VM:
     def ioctl_prepare(self, region: MemoryRegion, actor: str | None = None) -> Change | None:
         """Enter KVM_SET_USER_MEMORY_REGION: emit the entry and validate. Returns None for a
         no-op; raises OSError (after emitting the failed exit) where the kernel fails."""
-        self._enter("KVM_SET_USER_MEMORY_REGION", actor, region)
+        self.ioctl_enter("KVM_SET_USER_MEMORY_REGION", actor, region)
         try:
             return self.prepare(region)
         except OSError as err:
-            self._exit("KVM_SET_USER_MEMORY_REGION", actor, region.slot, err.errno or 0, "")
+            self.ioctl_exit("KVM_SET_USER_MEMORY_REGION", actor, region.slot, err.errno or 0, "")
             raise
 
     def ioctl_done(self, change: Change | None, actor: str | None = None) -> None:
         slot = 0 if change is None else (change.as_id << 16) | change.id
         kind = "NONE" if change is None else change.kind
-        self._exit("KVM_SET_USER_MEMORY_REGION", actor, slot, 0, kind)
+        self.ioctl_exit("KVM_SET_USER_MEMORY_REGION", actor, slot, 0, kind)
 
-    def _enter(
+    def ioctl_enter(
         self, ioctl: str, actor: str | None, region: MemoryRegion | None, entries: int = 0
     ) -> None:
         r = region or MemoryRegion(0, 0, 0, 0, 0)
@@ -234,7 +234,7 @@ class VM:
             )
         )
 
-    def _exit(self, ioctl: str, actor: str | None, slot: int, err: int, change: str) -> None:
+    def ioctl_exit(self, ioctl: str, actor: str | None, slot: int, err: int, change: str) -> None:
         self.bus.emit(
             IoctlExit(
                 actor=actor or self.ioctl_actor,

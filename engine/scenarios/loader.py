@@ -183,43 +183,62 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
     )
 
 
+def _region_line(text: str, header_line: int, index: int) -> int:
+    """The line region `index` of the layout whose table starts at header_line is on: the
+    index-th inline table (`{`) or `[[...regions]]` header from there, up to the next table."""
+    lines = text.splitlines()
+    seen = -1
+    for no in range(header_line, len(lines) + 1):
+        line = lines[no - 1].strip()
+        if line.startswith("[[") and "regions" in line:
+            seen += 1
+        elif line.startswith("[") and no > header_line:
+            break
+        else:
+            seen += line.split("#", 1)[0].count("{")
+        if seen >= index:
+            return no
+    return header_line
+
+
 def _layout(r: _Reader, name: str, body: object) -> Layout:
     where = _line_of(r.text, name)
     if not isinstance(body, dict) or not isinstance(body.get("regions"), list):
         raise r.fail(name, f"layout {name!r} needs a 'regions' list")
     out: list[tuple[int, Region]] = []
     for i, raw in enumerate(body["regions"]):
+        here = _region_line(r.text, where, i)
         if not isinstance(raw, dict):
-            raise r.fail("regions", f"layout {name!r} region {i}: must be a table", where)
+            raise ScenarioError(r.path, here, f"layout {name!r} region {i}: must be a table")
         unknown = sorted(set(raw) - REGION_KEYS)
         if unknown:
-            raise r.fail(
-                unknown[0], f"layout {name!r} region {i}: unknown key {unknown[0]!r}", where
+            raise ScenarioError(
+                r.path, here, f"layout {name!r} region {i}: unknown key {unknown[0]!r}"
             )
         kind = raw.get("kind", "ram")
         if kind not in KINDS:
-            raise r.fail(
-                "kind",
+            raise ScenarioError(
+                r.path,
+                here,
                 f"layout {name!r} region {i}: kind must be ram, rom or mmio, not {kind!r}",
-                where,
             )
         vals = {}
         for key in ("gpa", "size", "hva", "priority", "as_id"):
             v = raw.get(key, 0 if key in ("hva", "priority", "as_id") else None)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise r.fail(
-                    key, f"layout {name!r} region {i}: {key!r} must be an integer >= 0", where
+                raise ScenarioError(
+                    r.path, here, f"layout {name!r} region {i}: {key!r} must be an integer >= 0"
                 )
             vals[key] = v
         if vals["size"] == 0 or vals["size"] % 4096 or vals["gpa"] % 4096 or vals["hva"] % 4096:
-            raise r.fail(
-                "size",
+            raise ScenarioError(
+                r.path,
+                here,
                 f"layout {name!r} region {i}: gpa, size and hva must be page aligned and size > 0",
-                where,
             )
         if kind != "mmio" and vals["hva"] == 0:
-            raise r.fail(
-                "hva", f"layout {name!r} region {i}: a {kind} region needs an 'hva'", where
+            raise ScenarioError(
+                r.path, here, f"layout {name!r} region {i}: a {kind} region needs an 'hva'"
             )
         region = Region(
             name=str(raw.get("name", f"{name}{i}")),

@@ -149,9 +149,11 @@ class Sequencer:
         await self._pass_baton(actor)
 
     def horizon(self, actor: Actor) -> int:
-        """How far past now a vCPU may advance and still keep the baton (see above)."""
-        if self._commands or self.pacing.live:
-            return 0
+        """How far past now a vCPU may advance and still keep the baton (see above).
+
+        A pure function of the simulation's state: it must not look at pending commands or
+        at the pacing, which a replay (always flat out, commands applied at recorded calls)
+        cannot see, or the replay numbers its sleep calls differently and diverges."""
         limit = min(actor.quantum_end, self.end_ns + 1)
         if self._strict:
             limit = min(limit, self._strict[0][0])

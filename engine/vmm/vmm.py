@@ -10,7 +10,6 @@ that does not, and drops those accesses: the checker then reports lost writes.
 from __future__ import annotations
 
 import dataclasses
-import errno
 from typing import TYPE_CHECKING
 
 from engine.events import (
@@ -28,7 +27,10 @@ from engine.model.region import MemoryRegion
 from engine.vmm.flatview import FlatRange, FlatView, TopologyDiff, diff
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from engine.events import Event
+    from engine.model.vm import Change
     from engine.model.vcpu import Vcpu, VcpuExit
     from engine.session import Session
 
@@ -136,6 +138,7 @@ class Vmm:
                 dels=[[r.start, r.size] for r in d.dels],
                 adds=[[r.start, r.size] for r in d.adds],
                 overlapping=d.overlapping,
+                atomic=self.session.strategy.is_atomic(self, txn),
             )
         )
         return txn
@@ -169,7 +172,7 @@ class Vmm:
             return False
         return any(r.start <= gpa < r.end for r in txn.diff.dels + txn.diff.adds)
 
-    def note(self, txn: Transaction | None, text: str) -> None:
+    def note(self, text: str) -> None:
         self.bus.emit(Note(source="vmm", text=text))
 
     # --- ioctls, as the strategies issue them --------------------------------------------
@@ -229,33 +232,25 @@ class Vmm:
 
     async def ioctl_convert(
         self, as_id: int, old_ids: list[int], regions: list[MemoryRegion]
-    ) -> bool:
-        """False when the kernel refuses the conversion (the caller falls back)."""
-        try:
-            await self._batch(
-                "KVM_CONVERT_MEMORY_REGIONS",
-                lambda: batch.prepare_convert(self.vm, as_id, old_ids, regions),
-                len(old_ids) + len(regions),
-            )
-        except OSError as err:
-            if err.errno != errno.EINVAL:
-                raise
-            return False
-        return True
+    ) -> None:
+        await self._batch(
+            "KVM_CONVERT_MEMORY_REGIONS",
+            lambda: batch.prepare_convert(self.vm, as_id, old_ids, regions),
+            len(old_ids) + len(regions),
+        )
 
-    async def _batch(self, name: str, prepare: object, entries: int) -> None:
+    async def _batch(self, name: str, prepare: Callable[[], list[Change]], entries: int) -> None:
         vm, s = self.vm, self.session
         self.ioctl_count += 1
-        vm._enter(name, None, None, entries)
+        vm.ioctl_enter(name, None, None, entries)
         try:
-            assert callable(prepare)
             changes = prepare()
         except OSError as err:
-            vm._exit(name, None, 0, err.errno or 0, "")
+            vm.ioctl_exit(name, None, 0, err.errno or 0, "")
             raise
         if changes:
             await s.drive(s.vmm_actor, vm.commit_batch(changes))
-        vm._exit(name, None, 0, 0, ",".join(sorted({ch.kind for ch in changes})) or "NONE")
+        vm.ioctl_exit(name, None, 0, 0, ",".join(sorted({ch.kind for ch in changes})) or "NONE")
 
     async def between_ioctls(self, txn: Transaction) -> None:
         """Userspace work between two ioctls of a transaction; ioctl-gap stretches it."""

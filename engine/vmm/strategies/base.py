@@ -21,6 +21,11 @@ class Strategy:
     async def apply(self, vmm: Vmm, txn: Transaction) -> None:
         raise NotImplementedError
 
+    def is_atomic(self, vmm: Vmm, txn: Transaction) -> bool:
+        """Whether this transaction will be applied atomically; a strategy that falls back
+        for some transactions says so here, before it starts."""
+        return self.atomic
+
     def on_fetch_len0(self, vmm: Vmm, gpa: int) -> str:
         """A KVM_EXIT_MMIO with len 0 (only kernels with the 2022 patch produce it):
         "reenter" to retry the fetch, or a reason to stop the VM."""

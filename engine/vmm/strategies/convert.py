@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from engine.model.batch import prepare_convert
 from engine.vmm.strategies.base import Strategy, delete_then_create
 
 if TYPE_CHECKING:
+    from engine.model.region import MemoryRegion
     from engine.vmm.vmm import Transaction, Vmm
 
 
@@ -14,12 +16,27 @@ class Convert(Strategy):
     atomic = True
     kernel_change = "a 1->N / N->1 memslot conversion ioctl (suggested by Sean Christopherson, 28 Sep 2022, never merged)"
 
+    def _conversion(
+        self, vmm: Vmm, txn: Transaction
+    ) -> tuple[list[int], list[MemoryRegion]] | None:
+        """The 1->N or N->1 conversion the transaction is, if the kernel would accept it."""
+        dels = [op.slot_id for op in txn.ops if op.region.memory_size == 0]
+        adds = [op.region for op in txn.ops if op.region.memory_size != 0]
+        if not dels or not adds or (len(dels) > 1 and len(adds) > 1):
+            return None
+        try:
+            prepare_convert(vmm.vm, txn.as_id, dels, adds)
+        except OSError:
+            return None
+        return dels, adds
+
+    def is_atomic(self, vmm: Vmm, txn: Transaction) -> bool:
+        return self._conversion(vmm, txn) is not None
+
     async def apply(self, vmm: Vmm, txn: Transaction) -> None:
-        dels = [op for op in txn.ops if op.region.memory_size == 0]
-        adds = [op for op in txn.ops if op.region.memory_size != 0]
-        if dels and adds and (len(dels) == 1 or len(adds) == 1) and await vmm.ioctl_convert(
-            txn.as_id, [op.slot_id for op in dels], [op.region for op in adds]
-        ):
+        conversion = self._conversion(vmm, txn)
+        if conversion is not None:
+            await vmm.ioctl_convert(txn.as_id, *conversion)
             return
-        vmm.note(txn, "convert: not a 1->N or N->1 conversion, falling back to DELETE+CREATE")
+        vmm.note("convert: not a 1->N or N->1 conversion, falling back to DELETE+CREATE")
         await delete_then_create(vmm, txn)
