@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from engine.events import Event
-    from engine.model.vm import Change
     from engine.model.vcpu import Vcpu, VcpuExit
+    from engine.model.vm import Change
     from engine.session import Session
 
 ALL_ONES = (1 << 64) - 1
