@@ -18,13 +18,37 @@ KVM_API_VERSION: Final = 12
 KVM_GET_API_VERSION: Final = 0xAE00
 KVM_CREATE_VM: Final = 0xAE01
 KVM_CHECK_EXTENSION: Final = 0xAE03
+KVM_GET_VCPU_MMAP_SIZE: Final = 0xAE04
+KVM_CREATE_VCPU: Final = 0xAE41
 KVM_GET_DIRTY_LOG: Final = 0x4010AE42
 KVM_SET_USER_MEMORY_REGION: Final = 0x4020AE46
+KVM_RUN: Final = 0xAE80
+KVM_GET_REGS: Final = 0x8090AE81
+KVM_SET_REGS: Final = 0x4090AE82
+KVM_GET_SREGS: Final = 0x8138AE83
+KVM_SET_SREGS: Final = 0x4138AE84
 
 # struct kvm_userspace_memory_region: slot, flags, guest_phys_addr, memory_size, userspace_addr.
 MEMORY_REGION: Final = struct.Struct("<IIQQQ")
 # struct kvm_dirty_log: slot, padding, pointer to the bitmap (one bit per page, u64 words).
 DIRTY_LOG: Final = struct.Struct("<IIQ")
+# struct kvm_regs: rax rbx rcx rdx rsi rdi rsp rbp r8..r15 rip rflags.
+REGS: Final = struct.Struct("<18Q")
+REGS_RAX, REGS_RCX, REGS_RIP, REGS_RFLAGS = 0, 2, 16, 17
+# struct kvm_sregs is 312 bytes; it starts with cs ds es fs gs ss tr ldt, each a kvm_segment:
+# base, limit, selector, type, present, dpl, db, s, l, g, avl, unusable, padding.
+SREGS_SIZE: Final = 312
+SEGMENT: Final = struct.Struct("<QIHBBBBBBBBBB")
+SREGS_CR0: Final = 224
+
+# struct kvm_run, the fields the backend reads or writes (real-kvm.md section 0b).
+RUN_IMMEDIATE_EXIT: Final = 1
+RUN_EXIT_REASON: Final = 8
+RUN_IO: Final = struct.Struct("<BBHIQ")  # at 32: direction, size, port, count, data_offset
+RUN_MMIO: Final = struct.Struct("<Q8sIB")  # at 32: phys_addr, data[8], len, is_write
+RUN_MMIO_DATA: Final = 40
+RUN_INTERNAL: Final = struct.Struct("<II")  # at 32: suberror, ndata
+RUN_UNION: Final = 32
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ioctl.restype = ctypes.c_int
@@ -48,9 +72,15 @@ def kvm_ioctl(fd: int, request: int, arg: int | bytearray = 0) -> int:
     return ret
 
 
-def open_dev_kvm(path: str = DEV_KVM) -> int:
+def device_path() -> str:
+    """/dev/kvm, unless SLOTLAB_KVM_DEVICE names another node (to try the backend's error
+    paths, or a device at another path)."""
+    return os.environ.get("SLOTLAB_KVM_DEVICE") or DEV_KVM
+
+
+def open_dev_kvm(path: str | None = None) -> int:
     """Open /dev/kvm and check its API version; the fd is closed again if the check fails."""
-    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    fd = os.open(path or device_path(), os.O_RDWR | os.O_CLOEXEC)
     try:
         version = kvm_ioctl(fd, KVM_GET_API_VERSION)
         if version != KVM_API_VERSION:
@@ -61,8 +91,9 @@ def open_dev_kvm(path: str = DEV_KVM) -> int:
     return fd
 
 
-def kvm_usable(path: str = DEV_KVM) -> tuple[bool, str]:
+def kvm_usable(path: str | None = None) -> tuple[bool, str]:
     """Whether a VM can be created here, with a one-line reason and a fix when not."""
+    path = path or device_path()
     try:
         fd = open_dev_kvm(path)
     except FileNotFoundError:
@@ -76,5 +107,21 @@ def kvm_usable(path: str = DEV_KVM) -> tuple[bool, str]:
         )
     except OSError as err:
         return False, f"{path} is not usable: {err.strerror or err}"
-    os.close(fd)
+    try:
+        # Opening is not enough: another hypervisor holding VMX/SVM makes KVM_CREATE_VM fail.
+        os.close(kvm_ioctl(fd, KVM_CREATE_VM, 0))
+    except OSError as err:
+        return False, (
+            f"{path} opens but KVM_CREATE_VM fails ({err.strerror}): is another hypervisor "
+            "holding the CPU's virtualization extensions?"
+        )
+    finally:
+        os.close(fd)
     return True, f"{path} is usable (KVM API version {KVM_API_VERSION})"
+
+
+def kvm_module() -> str:
+    """Which KVM implementation the kernel runs (kvm_intel, kvm_amd, kvm_pvm), from sysfs."""
+    names = ("kvm_intel", "kvm_amd", "kvm_pvm")
+    found = [n for n in names if os.path.isdir(f"/sys/module/{n}")]
+    return ",".join(found) or "unknown"

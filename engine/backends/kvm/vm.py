@@ -1,40 +1,93 @@
 """A VM on the real /dev/kvm with the model VM's ioctl surface.
 
 The kernel has no ioctl that lists memslots, so KvmVM remembers every region it set, and
-changes that record only after the kernel accepted the call. Nothing here maps guest memory:
-KVM does not look at userspace_addr until a vCPU faults on it.
+changes that record only after the kernel accepted the call. Setting a slot maps nothing: KVM
+does not look at userspace_addr until a vCPU faults on it. Guest memory and vCPUs are opt-in
+(``map_memory``, ``create_vcpu``); the VM owns them and ``close`` releases them all, vCPUs first
+(kicking any thread still inside KVM_RUN), then the VM's fds, then the mappings.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
+import mmap
 import os
 
 from engine.backends.kvm.ioctl import (
-    DEV_KVM,
     DIRTY_LOG,
     KVM_CHECK_EXTENSION,
     KVM_CREATE_VM,
     KVM_GET_DIRTY_LOG,
+    KVM_GET_VCPU_MMAP_SIZE,
     KVM_SET_USER_MEMORY_REGION,
     MEMORY_REGION,
     kvm_ioctl,
     open_dev_kvm,
 )
-from engine.model.constants import KVM_CAP_MULTI_ADDRESS_SPACE, PAGE_SHIFT
+from engine.backends.kvm.vcpu import KvmVcpu
+from engine.model import constants as c
+from engine.model.constants import (
+    KVM_CAP_MULTI_ADDRESS_SPACE,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    U32_MAX,
+    U64_MAX,
+)
+from engine.model.host import Host
 from engine.model.region import MemoryRegion, check_slot_arg, make_region
+
+
+class GuestMemory:
+    """An anonymous private mapping for guest RAM: ``addr`` is what a slot's userspace_addr
+    points at. MAP_NORESERVE: large, mostly untouched areas cost no commit charge."""
+
+    def __init__(self, size: int) -> None:
+        if size <= 0 or size % PAGE_SIZE:
+            raise ValueError(
+                f"guest memory size must be a positive multiple of 4 KiB, not {size:#x}"
+            )
+        self.size = size
+        self._map: mmap.mmap | None = mmap.mmap(
+            -1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0)
+        )
+        # The address without keeping a buffer export alive (which would block close()).
+        view = ctypes.c_char.from_buffer(self._map)
+        self.addr = ctypes.addressof(view)
+        del view
+
+    @property
+    def map(self) -> mmap.mmap:
+        if self._map is None:
+            raise OSError(errno.EIO, f"{os.strerror(errno.EIO)}: guest memory is unmapped")
+        return self._map
+
+    def read(self, offset: int, size: int) -> bytes:
+        return self.map[offset : offset + size]
+
+    def write(self, offset: int, data: bytes) -> None:
+        self.map[offset : offset + len(data)] = data
+
+    def close(self) -> None:
+        if self._map is not None:
+            m, self._map = self._map, None
+            m.close()
 
 
 class KvmVM:
     """One KVM VM (no vCPUs) and the memslot table its ioctls have built."""
 
-    def __init__(self, device: str = DEV_KVM) -> None:
+    def __init__(self, device: str | None = None) -> None:
         self.kvm_fd = -1
         self.vm_fd = -1
         self.closed = False
         # Keyed by the full slot number (as_id << 16 | id), which also sorts by id within an as_id.
         self._slots: dict[int, MemoryRegion] = {}
+        self.vcpus: list[KvmVcpu] = []
+        self._memory: list[GuestMemory] = []
+        self._mmap_size = 0
+        self._host: Host | None = None
         try:
             self.kvm_fd = open_dev_kvm(device)
             self.vm_fd = kvm_ioctl(self.kvm_fd, KVM_CREATE_VM, 0)
@@ -51,12 +104,69 @@ class KvmVM:
         self.close()
 
     def close(self) -> None:
+        """Release everything; safe to call twice, and after a failed __init__. A failure
+        half-way still releases the rest, then raises the first error."""
         self.closed = True
+        first: BaseException | None = None
+        for vcpu in self.vcpus:
+            try:
+                vcpu.close()
+            except BaseException as err:  # keep releasing the others
+                first = first or err
+        self.vcpus.clear()
         for name in ("vm_fd", "kvm_fd"):
             fd = getattr(self, name)
             if fd >= 0:
                 setattr(self, name, -1)
                 os.close(fd)
+        for memory in self._memory:
+            try:
+                memory.close()
+            except BaseException as err:  # a caller's buffer still exported: unmap the rest
+                first = first or err
+        self._memory.clear()
+        if first is not None:
+            raise first
+
+    def vm_fd_checked(self) -> int:
+        return self._vm()
+
+    def vcpu_mmap_size(self) -> int:
+        """KVM_GET_VCPU_MMAP_SIZE: the kvm_run page plus what follows it (PIO data, ring)."""
+        if not self._mmap_size:
+            self._mmap_size = kvm_ioctl(self.kvm_fd, KVM_GET_VCPU_MMAP_SIZE)
+        return self._mmap_size
+
+    def create_vcpu(self, index: int | None = None) -> KvmVcpu:
+        """KVM_CREATE_VCPU and its kvm_run mapping; owned (and closed) by the VM."""
+        self._vm()
+        vcpu = KvmVcpu(self, len(self.vcpus) if index is None else index)
+        self.vcpus.append(vcpu)
+        return vcpu
+
+    def map_memory(self, size: int) -> GuestMemory:
+        """Anonymous memory for guest RAM; owned (and unmapped) by the VM."""
+        self._vm()
+        memory = GuestMemory(size)
+        self._memory.append(memory)
+        return memory
+
+    @property
+    def host(self) -> Host:
+        """This kernel in the model's terms, as far as KVM_CHECK_EXTENSION tells (the VMM
+        sizes its slot ids and address spaces from it)."""
+        if self._host is None:
+            self._host = Host(
+                nr_address_spaces=self.nr_address_spaces,
+                nr_memslots=min(self.check_extension(c.KVM_CAP_NR_MEMSLOTS), c.KVM_USER_MEM_SLOTS),
+                readonly_mem=bool(self.check_extension(c.KVM_CAP_READONLY_MEM)),
+                nr_cpus=max(1, self.check_extension(c.KVM_CAP_NR_VCPUS)),
+            )
+        return self._host
+
+    def region(self, slot: int) -> MemoryRegion | None:
+        """The region last set for a full slot number, if it exists."""
+        return self._slots.get(slot)
 
     def _vm(self) -> int:
         # The model answers EIO for a closed VM; a closed fd number might be reused by now.
@@ -79,8 +189,25 @@ class KvmVM:
         userspace_addr: int,
     ) -> None:
         """KVM_SET_USER_MEMORY_REGION."""
-        region = make_region(slot, flags, guest_phys_addr, memory_size, userspace_addr)
-        kvm_ioctl(self._vm(), KVM_SET_USER_MEMORY_REGION, bytearray(MEMORY_REGION.pack(*region)))
+        if (
+            type(slot) is int
+            and type(flags) is int
+            and type(guest_phys_addr) is int
+            and type(memory_size) is int
+            and type(userspace_addr) is int
+            and 0 <= slot <= U32_MAX
+            and 0 <= flags <= U32_MAX
+            and 0 <= guest_phys_addr <= U64_MAX
+            and 0 <= memory_size <= U64_MAX
+            and 0 <= userspace_addr <= U64_MAX
+        ):
+            # The common case, checked inline: this call is on the update path (bench target).
+            region = MemoryRegion(slot, flags, guest_phys_addr, memory_size, userspace_addr)
+        else:
+            region = make_region(slot, flags, guest_phys_addr, memory_size, userspace_addr)
+        # A write-only struct: fcntl.ioctl passes a copy, which is all the kernel reads, and
+        # costs less than the ctypes call (the request fits in fcntl's signed int).
+        fcntl.ioctl(self._vm(), KVM_SET_USER_MEMORY_REGION, MEMORY_REGION.pack(*region))
         # Accepted, so it was a delete, or a create, move, flags-only change or no-op whose
         # result is exactly the region passed (size and uaddr cannot have changed).
         if memory_size == 0:

@@ -1,0 +1,193 @@
+"""The kvm benchmark group: what the real backend costs, against C where C is the floor.
+
+- KVM_RUN round trip (guest `out 0x10, al; jmp $-2`, one KVM_EXIT_IO per call) through
+  KvmVcpu.run(), against the same loop in C (kvmbench.c, compiled here with the system `cc`).
+- a memslot create+delete cycle (64 KiB, a vCPU exists but is idle) through
+  KvmVM.set_user_memory_region, against C.
+- time to the first crash of a legacy split (the real race), from the first update's begin.
+- pause latency of the inhibit strategy (kick to every vCPU out of KVM_RUN) for 1 to 4 vCPUs.
+
+Each side is timed per call and the medians are compared, so one scheduling hiccup does not
+move a figure. C and Python alternate three times and the ratio uses the middle of each side's
+three medians. Only the two C ratios carry targets; the rest are reported.
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+import trio
+
+from engine.backends.kvm.ioctl import kvm_usable
+from engine.backends.kvm.vm import KvmVM
+from engine.bench import Measure
+from engine.events import Event, Exit, Inhibit, TxnBegin
+from engine.model import constants as c
+
+RATIO_LIMIT = 1.3
+GUEST_OUT_LOOP = b"\xe6\x10\xeb\xfc"  # out 0x10, al; jmp $-2
+CODE_GPA = 0x1000
+EXTRA_GPA, EXTRA_SIZE = 0x100000, 0x10000
+WARMUP = 200
+
+
+def _build_c(tmp: Path) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise OSError(errno.ENOENT, "no C compiler (cc) to build the kvm baseline")
+    source = Path(str(resources.files("engine.backends.kvm").joinpath("kvmbench.c")))
+    binary = tmp / "kvmbench"
+    result = subprocess.run(
+        [cc, "-O2", "-o", str(binary), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise OSError(errno.EINVAL, f"building kvmbench.c failed: {result.stderr.strip()[:300]}")
+    return binary
+
+
+def _c_median(binary: Path, mode: str, n: int) -> float:
+    out = subprocess.run(
+        [str(binary), mode, str(n)], capture_output=True, text=True, timeout=120, check=False
+    )
+    if out.returncode != 0:
+        raise OSError(errno.EIO, f"kvmbench {mode} failed: {out.stderr.strip()[:300]}")
+    fields = dict(item.split("=") for item in out.stdout.split())
+    return int(fields["median_ns"]) / 1000
+
+
+def _vm_with_guest() -> tuple[KvmVM, int]:
+    vm = KvmVM()
+    try:
+        code = vm.map_memory(0x10000)
+        code.write(CODE_GPA, GUEST_OUT_LOOP)
+        vm.set_user_memory_region(0, 0, 0, 0x10000, code.addr)
+        extra = vm.map_memory(EXTRA_SIZE)
+        vcpu = vm.create_vcpu(0)
+        vcpu.setup_flat_real_mode(CODE_GPA)
+    except BaseException:
+        vm.close()
+        raise
+    return vm, extra.addr
+
+
+def _py_run_median(n: int) -> float:
+    vm, _ = _vm_with_guest()
+    with vm:
+        vcpu = vm.vcpus[0]
+        run, clock = vcpu.run, time.perf_counter_ns
+        times = []
+        for i in range(-WARMUP, n):
+            t0 = clock()
+            reason = run()
+            t1 = clock()
+            if reason != c.KVM_EXIT_IO:
+                raise OSError(errno.EIO, f"the benchmark guest exited with reason {reason}")
+            if i >= 0:
+                times.append(t1 - t0)
+    return statistics.median(times) / 1000
+
+
+def _py_slot_median(n: int) -> float:
+    vm, extra = _vm_with_guest()
+    with vm:
+        setm, clock = vm.set_user_memory_region, time.perf_counter_ns
+        times = []
+        for i in range(-WARMUP, n):
+            t0 = clock()
+            setm(1, 0, EXTRA_GPA, EXTRA_SIZE, extra)
+            setm(1, 0, EXTRA_GPA, 0, extra)
+            t1 = clock()
+            if i >= 0:
+                times.append(t1 - t0)
+    return statistics.median(times) / 1000
+
+
+def _versus_c(binary: Path, mode: str, n: int) -> tuple[float, float]:
+    py_fn = _py_run_median if mode == "run" else _py_slot_median
+    c_runs, py_runs = [], []
+    for _ in range(3):
+        c_runs.append(_c_median(binary, mode, n))
+        py_runs.append(py_fn(n))
+    return statistics.median(py_runs), statistics.median(c_runs)
+
+
+def _session_events(
+    strategy: str, vcpus: int, duration_ns: int, max_transactions: int | None = None
+) -> list[Event]:
+    from engine.backends.kvm.session import KvmSession
+    from engine.runner import make_config
+
+    events: list[Event] = []
+    config = make_config("split", strategy, vcpus=vcpus, duration_ns=duration_ns)
+    session = KvmSession(config, observers=(events.append,), max_transactions=max_transactions)
+    trio.run(session.run)
+    return events
+
+
+def _first_crash_ms(runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        events = _session_events("legacy", 2, 2_000_000_000)
+        begins = [e.t for e in events if isinstance(e, TxnBegin) and e.txn > 1]
+        crash = [
+            e.t for e in events if isinstance(e, Exit) and e.reason == "KVM_EXIT_INTERNAL_ERROR"
+        ]
+        if begins and crash:
+            out.append((crash[0] - begins[0]) / 1e6)
+    return out
+
+
+def _pause_us(vcpus: int, transactions: int) -> list[float]:
+    events = _session_events("inhibit", vcpus, 20_000_000_000, transactions + 1)
+    return [e.latency_ns / 1000 for e in events if isinstance(e, Inhibit) and e.phase == "all_out"]
+
+
+def run_kvm_benchmarks(quick: bool) -> list[Measure]:
+    usable, reason = kvm_usable()
+    if not usable:
+        raise OSError(errno.ENODEV, reason)
+    n = 2_000 if quick else 20_000
+    out: list[Measure] = []
+    with tempfile.TemporaryDirectory(prefix="slotlab-kvmbench-") as tmp:
+        binary = _build_c(Path(tmp))
+        for mode, name, what in (
+            ("run", "kvm.run_roundtrip", "KVM_RUN round trip"),
+            ("slot", "kvm.slot_create_delete", "64 KiB slot create+delete, vCPU idle"),
+        ):
+            py, cc = _versus_c(binary, mode, n)
+            out.append(Measure(f"{name}.python", py, "us"))
+            out.append(Measure(f"{name}.c", cc, "us"))
+            ratio = py / cc
+            out.append(
+                Measure(
+                    f"{name}.python_vs_c",
+                    ratio,
+                    "x",
+                    target=f"{what} from slotlab within {RATIO_LIMIT:g}x of C",
+                    ratio=ratio,
+                    limit=RATIO_LIMIT,
+                )
+            )
+    crashes = _first_crash_ms(3 if quick else 10)
+    if crashes:
+        out.append(Measure("kvm.legacy_split.first_crash_median", statistics.median(crashes), "ms"))
+        out.append(Measure("kvm.legacy_split.first_crash_max", max(crashes), "ms"))
+    out.append(Measure("kvm.legacy_split.runs_crashed", len(crashes), f"of {3 if quick else 10}"))
+    for vcpus in (1, 2, 3, 4):
+        lat = sorted(_pause_us(vcpus, 40 if quick else 200))
+        if not lat:
+            continue
+        out.append(Measure(f"kvm.inhibit_pause.{vcpus}vcpu.median", statistics.median(lat), "us"))
+        out.append(Measure(f"kvm.inhibit_pause.{vcpus}vcpu.p90", lat[int(len(lat) * 0.9)], "us"))
+    return out

@@ -1,0 +1,230 @@
+"""`slotlab compare --backend kvm|both`: the same scenarios and strategies on the real kernel,
+and with `both` on the model too, side by side.
+
+Only legacy and inhibit run on real KVM; every other strategy gets one line naming the kernel
+change it would need. Real runs are wall-clock: each lasts --duration (default 300 ms) and
+they run one after another, since concurrent runs would share two cores and skew each other.
+The model runs as `slotlab compare` runs it (deterministic, one per seed).
+
+Two backends agree on a (scenario, strategy) when their majority verdicts are the same and
+they agree on whether the guest ever died. Anything else is a disagreement: it is printed
+under the table with both sides' explanations, and counted in the JSON, never dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from engine.backends.kvm.session import STRATEGIES, check_faults, check_scenario
+from engine.compare import VERDICT_COLOUR, aggregate, run_one
+from engine.runner import make_config
+from engine.scenarios import builtin_names, load_scenario
+from engine.units import format_ns
+from engine.vmm.strategies import STRATEGIES as ALL_STRATEGIES
+
+COMPARE_DURATION_NS = 300_000_000
+
+
+def run_kvm_one(
+    scenario: str, strategy: str, seed: int, faults: tuple[str, ...], duration_ns: int | None
+) -> dict[str, Any]:
+    """One real run, reduced to the fields a matrix row needs (as engine.compare.run_one)."""
+    from engine.backends.kvm.run import run_on_kvm
+
+    config = make_config(
+        scenario,
+        strategy,
+        seed=seed,
+        faults=list(faults),
+        duration_ns=duration_ns or COMPARE_DURATION_NS,
+    )
+    s = run_on_kvm(config, None)
+    lat = s["update_latency_ns"]
+    crashed = s["verdict"] == "crashed" or s["internal_errors"] > 0 or s["ud_injected"] > 0
+    return {
+        "seed": seed,
+        "verdict": s["verdict"],
+        "crashed": crashed,
+        "internal_errors": s["internal_errors"],
+        "retries": s["retries"],
+        "stall_ns": s["vcpu_stall_ns"],
+        "committed": lat["max"] > 0,
+        "p50": lat["p50"],
+        "p99": lat["p99"],
+        "violations": [v["kind"] for v in s["violations"]],
+        "explanation": s["explanation"],
+    }
+
+
+def _majority(row: dict[str, Any]) -> str:
+    verdicts: dict[str, int] = row["verdicts"]
+    return max(verdicts, key=lambda v: verdicts[v]) if verdicts else "-"
+
+
+def _disagreement(model: dict[str, Any], kvm: dict[str, Any]) -> str:
+    """Empty when the backends agree; otherwise what differs, in one line."""
+    parts = []
+    if _majority(model) != _majority(kvm):
+        parts.append(f"verdict: model {_majority(model)}, kvm {_majority(kvm)}")
+    if (model["crash_rate"] > 0) != (kvm["crash_rate"] > 0):
+        parts.append(
+            f"guest deaths: model {model['crash_rate']:.0%} of runs, kvm {kvm['crash_rate']:.0%}"
+        )
+    return "; ".join(parts)
+
+
+def _scenarios(name: str) -> tuple[list[str], list[str]]:
+    """Scenarios to run, and one line for each that real KVM cannot express."""
+    from engine.backends.kvm.vm import KvmVM
+
+    names = builtin_names() if name == "all" else [name]
+    with KvmVM() as vm:
+        spaces = vm.nr_address_spaces
+    runnable, refused = [], []
+    for n in names:
+        try:
+            check_scenario(load_scenario(n), spaces)
+        except ValueError as err:
+            if name != "all":
+                raise
+            refused.append(str(err))
+            continue
+        runnable.append(n)
+    return runnable, refused
+
+
+Progress = Callable[[str], None]
+
+
+def compare_kvm(
+    scenario: str,
+    seeds: int,
+    faults: list[str],
+    duration_ns: int | None,
+    both: bool,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Rows for every runnable scenario and strategy; raises ValueError for bad input first."""
+    from engine.backends.kvm.run import check_kvm_run
+
+    if seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, not {seeds}")
+    names, refused = _scenarios(scenario)
+    for n in names:
+        config = make_config(n, STRATEGIES[0], faults=faults)
+        check_faults(config)
+        check_kvm_run(n, STRATEGIES[0])
+    refused += [
+        f"strategy {name}: needs {cls.kernel_change or 'a kernel change'}"
+        for name, cls in ALL_STRATEGIES.items()
+        if name not in STRATEGIES
+    ]
+    out: dict[str, Any] = {"scenarios": {}, "refused": refused, "disagreements": 0}
+    for n in names:
+        rows = []
+        for strategy in STRATEGIES:
+            if progress is not None:
+                progress(f"{n}/{strategy} on kvm")
+            real = [
+                run_kvm_one(n, strategy, seed, tuple(faults), duration_ns)
+                for seed in range(1, seeds + 1)
+            ]
+            row: dict[str, Any] = {
+                "strategy": strategy,
+                "kvm": aggregate(strategy, real),
+                "kvm_explanation": real[0]["explanation"],
+            }
+            if both:
+                if progress is not None:
+                    progress(f"{n}/{strategy} on the model")
+                modelled = [
+                    run_one(n, strategy, seed, tuple(faults), None) for seed in range(1, seeds + 1)
+                ]
+                row["model"] = aggregate(strategy, modelled)
+                row["disagreement"] = _disagreement(row["model"], row["kvm"])
+                if row["disagreement"]:
+                    out["disagreements"] += 1
+            rows.append(row)
+        out["scenarios"][n] = rows
+    return out
+
+
+def compare_backends(args: argparse.Namespace) -> int:
+    both = args.backend == "both"
+    from rich.console import Console
+
+    err = Console(stderr=True)
+
+    def progress(text: str) -> None:
+        if err.is_terminal:
+            err.print(f"[dim]{text}...[/]", highlight=False)
+
+    result = compare_kvm(args.scenario, args.seeds, list(args.fault), args.duration, both, progress)
+    if args.json:
+        print(msgspec.json.encode(result).decode())
+        return 0
+    console = Console()
+    for name, rows in result["scenarios"].items():
+        console.print(_table(name, rows, both, args.seeds, args.duration))
+        for row in rows:
+            if row.get("disagreement"):
+                console.print(
+                    f"[bold magenta]disagreement[/] {name}/{row['strategy']}: {row['disagreement']}",
+                    highlight=False,
+                )
+                console.print(f"  kvm: {row['kvm_explanation']}", highlight=False)
+    for line in result["refused"]:
+        console.print(f"[dim]not on real KVM:[/] {line}", highlight=False)
+    if both:
+        n = result["disagreements"]
+        console.print(
+            "model and kvm agree on every row"
+            if n == 0
+            else f"[bold magenta]{n} row(s) where the model and the kernel disagree[/]"
+        )
+    return 0
+
+
+def _cell(row: dict[str, Any]) -> str:
+    return ", ".join(
+        f"[{VERDICT_COLOUR.get(v, 'white')}]{k} {v}[/]" for v, k in row["verdicts"].items()
+    )
+
+
+def _table(
+    scenario: str, rows: list[dict[str, Any]], both: bool, seeds: int, duration_ns: int | None
+) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    real = format_ns(duration_ns or COMPARE_DURATION_NS)
+    table = Table(
+        title=f"{scenario}: {seeds} seed(s); kvm runs {real} of wall time each",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("strategy", no_wrap=True)
+    if both:
+        table.add_column("model", min_width=12)
+        table.add_column("int.err", justify="right")
+    table.add_column("kvm", min_width=12)
+    table.add_column("int.err", justify="right")
+    table.add_column("kvm p50", justify="right")
+    if both:
+        table.add_column("agree", justify="center")
+    for row in rows:
+        k = row["kvm"]
+        cells = [row["strategy"]]
+        if both:
+            m = row["model"]
+            cells += [_cell(m), str(m["internal_errors"])]
+        cells += [_cell(k), str(k["internal_errors"]), format_ns(k["latency_p50_ns"])]
+        if both:
+            cells.append("[green]yes[/]" if not row["disagreement"] else "[magenta]NO[/]")
+        table.add_row(*cells)
+    return table

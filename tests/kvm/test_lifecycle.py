@@ -1,0 +1,179 @@
+"""Every fd, mapping and thread a real VM uses is released on close: after 500 lifecycles,
+when a vCPU thread is still inside KVM_RUN, after an error half-way, and on Ctrl-C."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import trio
+
+import engine
+from engine.backends.kvm.session import KvmSession
+from engine.model import constants as c
+from engine.runner import make_config
+from tests.kvm.helpers import JOIN_S, load_program, raises_errno, run_to_exit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def mappings() -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+
+
+def one_lifecycle(program: list[str]) -> None:
+    """Open, map, run the guest to HLT on a thread of its own, close."""
+    with engine.open_vm(backend="kvm") as vm:
+        mem = vm.map_memory(0x10000)
+        vm.set_user_memory_region(0, 0, 0, 0x10000, mem.addr)
+        load_program(mem, 0, 0x1000, program)
+        vcpu = vm.create_vcpu()
+        vcpu.setup_flat_real_mode(0x1000)
+        result: list[int] = []
+        thread = threading.Thread(target=lambda: result.append(run_to_exit(vcpu)))
+        thread.start()
+        thread.join(JOIN_S)
+        assert result == [c.KVM_EXIT_HLT]
+
+
+def test_500_vm_lifecycles_leave_no_fd_mapping_or_thread_behind() -> None:
+    program = ["setc 10", "top:", "inc [0x3000]", "loop top", "halt"]
+    one_lifecycle(program)  # first use: the kick handler, imports
+    fds, threads, maps = open_fds(), threading.active_count(), mappings()
+    for _ in range(500):
+        one_lifecycle(program)
+    assert open_fds() == fds
+    assert threading.active_count() == threads
+    assert mappings() == maps
+
+
+def test_close_kicks_a_vcpu_thread_out_of_kvm_run_and_releases_everything() -> None:
+    fds, threads = open_fds(), threading.active_count()
+    vm = engine.open_vm(backend="kvm")
+    mem = vm.map_memory(0x10000)
+    vm.set_user_memory_region(0, 0, 0, 0x10000, mem.addr)
+    load_program(mem, 0, 0x1000, ["top:", "jmp top"])  # never exits by itself
+    vcpu = vm.create_vcpu()
+    vcpu.setup_flat_real_mode(0x1000)
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(vcpu.run()))
+    thread.start()
+    deadline = time.monotonic() + JOIN_S
+    while not vcpu.in_kvm_run and time.monotonic() < deadline:
+        time.sleep(0.001)
+    started = time.monotonic()
+    vm.close()
+    assert time.monotonic() - started < 1.0
+    thread.join(JOIN_S)
+    assert result == [c.KVM_EXIT_INTR]
+    assert vcpu.closed
+    assert vm.closed
+    assert open_fds() == fds
+    assert threading.active_count() == threads
+    with raises_errno(errno.EIO):
+        vcpu.run()
+
+
+def _two_vcpu_zeros() -> None:
+    with engine.open_vm(backend="kvm") as vm:
+        vm.map_memory(0x10000)
+        vm.create_vcpu(0)
+        vm.create_vcpu(0)  # the kernel refuses a second vCPU 0
+
+
+def test_an_error_half_way_releases_what_was_opened() -> None:
+    fds = open_fds()
+    with raises_errno(errno.EEXIST):
+        _two_vcpu_zeros()
+    assert open_fds() == fds
+
+
+def _interrupted_with_a_running_vcpu(threads: list[threading.Thread]) -> None:
+    with engine.open_vm(backend="kvm") as vm:
+        mem = vm.map_memory(0x10000)
+        vm.set_user_memory_region(0, 0, 0, 0x10000, mem.addr)
+        load_program(mem, 0, 0x1000, ["top:", "jmp top"])
+        vcpu = vm.create_vcpu()
+        vcpu.setup_flat_real_mode(0x1000)
+        thread = threading.Thread(target=vcpu.run, daemon=True)
+        threads.append(thread)
+        thread.start()
+        time.sleep(0.01)
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_inside_the_with_block_releases_the_vm() -> None:
+    fds, count = open_fds(), threading.active_count()
+    threads: list[threading.Thread] = []
+    with pytest.raises(KeyboardInterrupt):
+        _interrupted_with_a_running_vcpu(threads)
+    threads[0].join(JOIN_S)
+    assert not threads[0].is_alive()
+    assert open_fds() == fds
+    assert threading.active_count() == count
+
+
+# --- sessions ----------------------------------------------------------------------------
+
+
+def test_sessions_return_every_fd_and_reuse_their_worker_threads() -> None:
+    config = make_config("split", "inhibit", duration_ns=30_000_000)
+    trio.run(KvmSession(config).run)  # warm trio's worker-thread cache
+    fds, threads = open_fds(), threading.active_count()
+    for strategy in ("legacy", "inhibit") * 5:
+        session = KvmSession(make_config("split", strategy, duration_ns=30_000_000))
+        trio.run(session.run)
+        assert session.vm.closed
+    assert open_fds() == fds
+    # vCPU and ioctl workers come from trio's thread cache: idle ones are reused (and exit
+    # after 10 s idle), so ten sessions add at most one per vCPU plus the VMM's.
+    assert threading.active_count() <= threads + 3
+
+
+def test_a_session_interrupted_mid_run_closes_its_vm() -> None:
+    fds = open_fds()
+    session = KvmSession(make_config("split", "inhibit", duration_ns=20_000_000_000))
+    # A real SIGINT, as Ctrl-C sends it: trio turns it into KeyboardInterrupt in some task.
+    main = threading.get_ident()
+    timer = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trio.run(session.run)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 3
+    assert session.vm.closed
+    assert all(r.vcpu.closed for r in session.vcpu_runners)
+    assert open_fds() == fds
+
+
+def test_ctrl_c_stops_slotlab_run_on_kvm_promptly() -> None:
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run", "--backend", "kvm", "--scenario", "split",
+         "--strategy", "inhibit", "--duration", "30s", "--no-log"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "slotlab: interrupted"
