@@ -75,7 +75,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"slotlab bench{' --quick' if args.quick else ''} ({wall:.0f} s)")
-    table.add_column("measure")
+    table.add_column("measure", no_wrap=True)
     table.add_column("figure", justify="right")
     table.add_column("target")
     table.add_column("met", justify="center")
