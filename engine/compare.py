@@ -61,7 +61,11 @@ def run_one(
     config = make_config(
         scenario, strategy, seed=seed, faults=list(faults), duration_ns=duration_ns
     )
-    s = run_session(config)
+    return row_from_summary(seed, run_session(config))
+
+
+def row_from_summary(seed: int, s: dict[str, Any]) -> dict[str, Any]:
+    """What a matrix row needs from one run's summary, whichever backend ran it."""
     lat = s["update_latency_ns"]
     crashed = s["verdict"] == "crashed" or s["internal_errors"] > 0 or s["ud_injected"] > 0
     return {

@@ -29,6 +29,7 @@ from engine.model.vcpu import Vcpu, VcpuExit
 from engine.model.vm import SYNCHRONIZE, VM, Step
 from engine.scenarios import Scenario
 from engine.sim.runtime import Actor, Pacing, Sequencer
+from engine.summary import build_summary
 from engine.vmm.flatview import FlatView
 from engine.vmm.strategies import Strategy, get_strategy
 from engine.vmm.vmm import Vmm
@@ -386,44 +387,20 @@ class Session:
     # --- results ------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
-        exits: dict[str, int] = {}
-        faults: dict[str, int] = {}
-        for v in self.vcpus:
-            for k, n in v.exits.items():
-                exits[k] = exits.get(k, 0) + n
-            for k, n in v.faults.items():
-                faults[k] = faults.get(k, 0) + n
-        lat = sorted(self.vmm.latencies)
-        verdict = self.result or self.checker.verdict()
-        return {
-            "verdict": verdict.verdict,
-            "explanation": verdict.explanation,
-            "internal_errors": exits.get("KVM_EXIT_INTERNAL_ERROR", 0),
-            "mmio_exits": exits.get("KVM_EXIT_MMIO", 0),
-            "retries": faults.get("retry", 0)
-            + faults.get("retry_invalidated", 0)
-            + faults.get("mmio_len0", 0),
-            "ud_injected": self.checker.ud_injected,
-            "violations": verdict.violations,
-            "transactions": self.vmm.txn_count,
-            "ioctls": self.vmm.ioctl_count,
-            "update_latency_ns": {
-                "p50": _pct(lat, 50),
-                "p99": _pct(lat, 99),
-                "max": lat[-1] if lat else 0,
-            },
-            "vcpu_stall_ns": sum(r.stall_ns for r in self.vcpu_runners),
-            "injections": self.injector.injections,
-            "events": self.bus.seq,
-            "virtual_ns": self.bus.now,
-            "seed": self.config.seed,
-            "scenario": self.config.scenario.name,
-            "strategy": self.config.strategy,
-            "log": str(self.writer.path) if self.writer is not None else None,
-        }
-
-
-def _pct(values: list[int], p: int) -> int:
-    if not values:
-        return 0
-    return values[min(len(values) - 1, (len(values) * p) // 100)]
+        return build_summary(
+            verdict=self.result or self.checker.verdict(),
+            checker=self.checker,
+            exits=(v.exits for v in self.vcpus),
+            faults=(v.faults for v in self.vcpus),
+            latencies=self.vmm.latencies,
+            transactions=self.vmm.txn_count,
+            ioctls=self.vmm.ioctl_count,
+            stall_ns=sum(r.stall_ns for r in self.vcpu_runners),
+            injections=self.injector.injections,
+            events=self.bus.seq,
+            virtual_ns=self.bus.now,
+            seed=self.config.seed,
+            scenario=self.config.scenario.name,
+            strategy=self.config.strategy,
+            log=str(self.writer.path) if self.writer is not None else None,
+        )

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from engine.backends.kvm.session import STRATEGIES, check_faults, check_scenario
-from engine.compare import VERDICT_COLOUR, aggregate, run_one
+from engine.compare import VERDICT_COLOUR, aggregate, row_from_summary, run_one
 from engine.runner import make_config
 from engine.scenarios import builtin_names, load_scenario
 from engine.units import format_ns
@@ -43,21 +43,7 @@ def run_kvm_one(
         duration_ns=duration_ns or COMPARE_DURATION_NS,
     )
     s = run_on_kvm(config, None)
-    lat = s["update_latency_ns"]
-    crashed = s["verdict"] == "crashed" or s["internal_errors"] > 0 or s["ud_injected"] > 0
-    return {
-        "seed": seed,
-        "verdict": s["verdict"],
-        "crashed": crashed,
-        "internal_errors": s["internal_errors"],
-        "retries": s["retries"],
-        "stall_ns": s["vcpu_stall_ns"],
-        "committed": lat["max"] > 0,
-        "p50": lat["p50"],
-        "p99": lat["p99"],
-        "violations": [v["kind"] for v in s["violations"]],
-        "explanation": s["explanation"],
-    }
+    return {**row_from_summary(seed, s), "explanation": s["explanation"]}
 
 
 def _majority(row: dict[str, Any]) -> str:

@@ -62,6 +62,7 @@ from engine.model import constants as c
 from engine.model.region import MemoryRegion
 from engine.scenarios import Scenario
 from engine.session import RunConfig, actor_rng
+from engine.summary import build_summary
 from engine.units import format_ns
 from engine.vmm.flatview import FlatView
 from engine.vmm.strategies import Strategy, get_strategy
@@ -991,40 +992,24 @@ class KvmSession:
     # --- results -------------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
-        exits: Counter[str] = Counter()
-        faults: Counter[str] = Counter()
-        for r in self.vcpu_runners:
-            exits.update(r.exits)
-            faults.update(r.faults)
         vmm = self._vmm
-        lat = sorted(vmm.latencies) if vmm is not None else []
-        verdict = self.result or self.checker.verdict()
-        return {
-            "verdict": verdict.verdict,
-            "explanation": verdict.explanation,
-            "internal_errors": exits.get("KVM_EXIT_INTERNAL_ERROR", 0),
-            "mmio_exits": exits.get("KVM_EXIT_MMIO", 0),
-            "retries": faults.get("retry", 0)
-            + faults.get("retry_invalidated", 0)
-            + faults.get("mmio_len0", 0),
-            "ud_injected": self.checker.ud_injected,
-            "violations": verdict.violations,
-            "transactions": vmm.txn_count if vmm is not None else 0,
-            "ioctls": vmm.ioctl_count if vmm is not None else 0,
-            "update_latency_ns": {
-                "p50": _pct(lat, 50),
-                "p99": _pct(lat, 99),
-                "max": lat[-1] if lat else 0,
-            },
-            "vcpu_stall_ns": sum(r.stall_ns for r in self.vcpu_runners),
-            "injections": self.injector.injections,
-            "events": self.bus.seq,
-            "virtual_ns": self.bus.now,
-            "seed": self.config.seed,
-            "scenario": self.config.scenario.name,
-            "strategy": self.config.strategy,
-            "log": str(self.writer.path) if self.writer is not None else None,
-        }
+        return build_summary(
+            verdict=self.result or self.checker.verdict(),
+            checker=self.checker,
+            exits=(r.exits for r in self.vcpu_runners),
+            faults=(r.faults for r in self.vcpu_runners),
+            latencies=vmm.latencies if vmm is not None else [],
+            transactions=vmm.txn_count if vmm is not None else 0,
+            ioctls=vmm.ioctl_count if vmm is not None else 0,
+            stall_ns=sum(r.stall_ns for r in self.vcpu_runners),
+            injections=self.injector.injections,
+            events=self.bus.seq,
+            virtual_ns=self.bus.now,
+            seed=self.config.seed,
+            scenario=self.config.scenario.name,
+            strategy=self.config.strategy,
+            log=str(self.writer.path) if self.writer is not None else None,
+        )
 
 
 def _unwrap(err: BaseException) -> BaseException:
@@ -1036,12 +1021,6 @@ def _unwrap(err: BaseException) -> BaseException:
         if len(err.exceptions) == 1:
             return _unwrap(err.exceptions[0])
     return err
-
-
-def _pct(values: list[int], p: int) -> int:
-    if not values:
-        return 0
-    return values[min(len(values) - 1, (len(values) * p) // 100)]
 
 
 def _address_spaces_hint() -> int:

@@ -1,0 +1,73 @@
+"""The summary of a run: what `slotlab run --json` prints and the verdict line records.
+
+Both backends describe a run in the same words, so it is built in one place.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from engine.checker import Checker, Verdict
+
+
+def percentile(sorted_values: list[int], p: int) -> int:
+    """Nearest-rank percentile of an already sorted list; 0 for none."""
+    if not sorted_values:
+        return 0
+    return sorted_values[min(len(sorted_values) - 1, (len(sorted_values) * p) // 100)]
+
+
+def build_summary(
+    *,
+    verdict: Verdict,
+    checker: Checker,
+    exits: Iterable[Counter[str]],
+    faults: Iterable[Counter[str]],
+    latencies: list[int],
+    transactions: int,
+    ioctls: int,
+    stall_ns: int,
+    injections: int,
+    events: int,
+    virtual_ns: int,
+    seed: int,
+    scenario: str,
+    strategy: str,
+    log: str | None,
+) -> dict[str, Any]:
+    exit_total: Counter[str] = Counter()
+    for c in exits:
+        exit_total.update(c)
+    fault_total: Counter[str] = Counter()
+    for c in faults:
+        fault_total.update(c)
+    lat = sorted(latencies)
+    return {
+        "verdict": verdict.verdict,
+        "explanation": verdict.explanation,
+        "internal_errors": exit_total["KVM_EXIT_INTERNAL_ERROR"],
+        "mmio_exits": exit_total["KVM_EXIT_MMIO"],
+        # Every way a vCPU went back into the guest to try the same access again.
+        "retries": fault_total["retry"]
+        + fault_total["retry_invalidated"]
+        + fault_total["mmio_len0"],
+        "ud_injected": checker.ud_injected,
+        "violations": verdict.violations,
+        "transactions": transactions,
+        "ioctls": ioctls,
+        "update_latency_ns": {
+            "p50": percentile(lat, 50),
+            "p99": percentile(lat, 99),
+            "max": lat[-1] if lat else 0,
+        },
+        "vcpu_stall_ns": stall_ns,
+        "injections": injections,
+        "events": events,
+        "virtual_ns": virtual_ns,
+        "seed": seed,
+        "scenario": scenario,
+        "strategy": strategy,
+        "log": log,
+    }
