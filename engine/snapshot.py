@@ -9,13 +9,18 @@ moves on.
 Some of what a monitor shows is history rather than state: the phases of past grace periods,
 the last fault outcome of each vCPU, recent exits for rates. The Tracker keeps those by
 watching the event bus, with a per-event cost of one dict lookup for the events it ignores.
+
+A session on the real /dev/kvm (engine.backends.kvm.session.KvmSession) snapshots too, with
+less in it: its clock is the wall clock, and what lives inside the kernel (the two memslot sets
+and their generations, SRCU) is invisible from userspace. Its snapshot shows the slots as the
+VMM set them, the vCPUs as their threads see them, and says ``backend="kvm"``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from engine.events import (
     Event,
@@ -33,13 +38,17 @@ from engine.model import constants as c
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from engine.backends.kvm.session import KvmSession
     from engine.model.memslots import MemslotSet
+    from engine.scenarios import Scenario
     from engine.session import Session
     from engine.vmm.flatview import FlatRange, FlatView
 
 UPDATE_IN_PROGRESS = c.KVM_MEMSLOT_GEN_UPDATE_IN_PROGRESS
 RATE_WINDOW_NS = 100_000
 """Exit rates are counted over this much virtual time (or the whole run, if shorter)."""
+KVM_RATE_WINDOW_NS = 100_000_000
+"""On a real VM t is wall time, where 100 us holds next to nothing: count over 100 ms."""
 GP_HISTORY = 8
 EXIT_HISTORY = 256
 
@@ -255,6 +264,8 @@ class Snapshot:
     events: tuple[Event, ...]
     """The most recent events (at most a couple of thousand), oldest first."""
     log_path: str | None
+    backend: str = "model"
+    """model, or kvm: a real VM, where only userspace's side is visible (see above)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -364,7 +375,11 @@ class Tracker:
 
     # --- building -----------------------------------------------------------------------
 
-    def snapshot(self, session: Session, events: bool = True) -> Snapshot:
+    def snapshot(self, session: Session | KvmSession, events: bool = True) -> Snapshot:
+        from engine.session import Session
+
+        if not isinstance(session, Session):
+            return self._kvm_snapshot(session, events)
         seq, pacing = session.seq, session.seq.pacing
         now = session.bus.now
         vmm = session.vmm
@@ -420,6 +435,135 @@ class Tracker:
             log_path=str(session.writer.path) if session.writer is not None else None,
         )
 
+    def _kvm_snapshot(self, session: KvmSession, events: bool) -> Snapshot:
+        # Wall time runs on after the end: a finished run's time is its last event's.
+        if session.result is not None or session.error is not None:
+            now = session.bus.now
+        else:
+            now = session.bus.elapsed() if session.bus.seq else 0
+        try:
+            vmm = session.vmm
+        except RuntimeError:  # the VM is not open yet
+            vmm = None
+        spaces: tuple[AddressSpaceView, ...] = ()
+        txn_view: TxnView | None = None
+        if vmm is not None:
+            txn = vmm.in_flight
+            vmm_key = (id(txn), *(id(v) for v in vmm.views), len(vmm.regions))
+            if self._slots_dirty or vmm_key != self._vmm_key:
+                self._spaces = self._kvm_spaces(session, vmm)
+                self._slots_dirty = False
+                self._vmm_key = vmm_key
+            spaces = self._spaces
+            if txn is not None:
+                txn_view = TxnView(
+                    txn.id,
+                    txn.as_id,
+                    txn.layout,
+                    txn.started_ns,
+                    tuple((r.start, r.size) for r in txn.diff.dels),
+                    tuple((r.start, r.size) for r in txn.diff.adds),
+                    txn.diff.overlapping,
+                )
+        result = session.result
+        verdict = (
+            VerdictView(result.verdict, result.explanation, len(result.violations), True)
+            if result is not None
+            else self._checker_verdict(session.checker)
+        )
+        vcpus = []
+        for runner in session.vcpu_runners:
+            last_fault = self._last_fault.get(runner.index, "")
+            ring = self._exits.get(runner.index)
+            vcpus.append(
+                VcpuView(
+                    index=runner.index,
+                    as_id=0,
+                    state=runner.state,
+                    activity=_activity(runner.state, last_fault, False, ring),
+                    rip=runner.rip,
+                    srcu_idx=-1,
+                    last_data_gpa=-1,
+                    exits=tuple(runner.exits.most_common()),
+                    exit_rates=_rates(ring, now, KVM_RATE_WINDOW_NS),
+                    faults=tuple(runner.faults.most_common()),
+                    last_fault=last_fault,
+                    instructions=0,
+                    stall_ns=runner.stall_ns,
+                )
+            )
+        return Snapshot(
+            t_ns=now,
+            seq=session.bus.seq,
+            end_ns=session.duration_ns,
+            scenario=session.config.scenario.name,
+            strategy=session.config.strategy,
+            seed=session.config.seed,
+            speed=1.0,
+            paused=False,
+            finished=result is not None,
+            stop_reason=session.stop_reason,
+            spaces=spaces,
+            vcpus=tuple(vcpus),
+            srcu=SrcuView(-1, (0, 0), (0, 0), 0, None, 0, (), ()),
+            txn=txn_view,
+            ioctl=self._ioctl,
+            inhibited=vmm.inhibited if vmm is not None else False,
+            txn_count=vmm.txn_count if vmm is not None else 0,
+            ioctl_count=vmm.ioctl_count if vmm is not None else 0,
+            vm_stopped=vmm.stopped_reason if vmm is not None else "",
+            verdict=verdict,
+            armed=tuple(s.text() for s in session.injector.armed if s.times != 0),
+            injections=session.injector.injections,
+            events=tuple(session.recent) if events else (),
+            log_path=str(session.writer.path) if session.writer is not None else None,
+            backend="kvm",
+        )
+
+    def _kvm_spaces(self, session: KvmSession, vmm: Any) -> tuple[AddressSpaceView, ...]:
+        """The slots as the VMM set them: the kernel's sets and generations stay hidden."""
+        txn = vmm.in_flight
+        out = []
+        for as_id in range(session.vm.nr_address_spaces):
+            slots = tuple(
+                sorted(
+                    (
+                        SlotView(
+                            r.id,
+                            r.guest_phys_addr >> c.PAGE_SHIFT,
+                            r.memory_size >> c.PAGE_SHIFT,
+                            r.flags,
+                            r.userspace_addr,
+                        )
+                        for r in vmm.regions.values()
+                        if r.as_id == as_id
+                    ),
+                    key=lambda s: s.base_gfn,
+                )
+            )
+            published = _ranges(vmm.views[as_id])
+            pending = _ranges(txn.new) if txn is not None and txn.as_id == as_id else ()
+            out.append(
+                AddressSpaceView(
+                    as_id=as_id,
+                    active=SetView(-1, 0, 0, slots),
+                    inactive=SetView(-1, 0, 0, ()),
+                    vmm=published,
+                    pending=pending,
+                    holes=_holes(slots, published, pending),
+                    layout=vmm.layout_names[as_id],
+                    span=self._span_of(session.config.scenario, as_id),
+                )
+            )
+        return tuple(out)
+
+    @staticmethod
+    def _checker_verdict(checker: Any) -> VerdictView | None:
+        if not (checker.violations or checker.crash or checker.livelock):
+            return None
+        v = checker.verdict()
+        return VerdictView(v.verdict, v.explanation, len(v.violations), False)
+
     @staticmethod
     def _provisional(session: Session) -> VerdictView | None:
         checker = session.checker
@@ -429,13 +573,12 @@ class Tracker:
         return VerdictView(v.verdict, v.explanation, len(v.violations), False)
 
     def _span(self, session: Session, as_id: int) -> tuple[int, int]:
+        return self._span_of(session.config.scenario, as_id)
+
+    def _span_of(self, scenario: Scenario, as_id: int) -> tuple[int, int]:
         span = self._spans.get(as_id)
         if span is None:
-            regions = [
-                r
-                for layout in session.config.scenario.layouts.values()
-                for r in layout.for_as(as_id)
-            ]
+            regions = [r for layout in scenario.layouts.values() for r in layout.for_as(as_id)]
             if regions:
                 span = (min(r.gpa for r in regions), max(r.end for r in regions))
             else:
@@ -467,18 +610,10 @@ class Tracker:
 
     def _vcpus(self, session: Session, now: int) -> tuple[VcpuView, ...]:
         out = []
-        window_start = max(0, now - RATE_WINDOW_NS)
-        window_ms = max(now - window_start, 1) / 1e6
         for runner in session.vcpu_runners:
             v = runner.vcpu
             last_fault = self._last_fault.get(v.index, "")
             ring = self._exits.get(v.index)
-            rates: dict[str, int] = {}
-            if ring:
-                for t, reason in reversed(ring):
-                    if t < window_start:
-                        break
-                    rates[reason] = rates.get(reason, 0) + 1
             out.append(
                 VcpuView(
                     index=v.index,
@@ -489,10 +624,7 @@ class Tracker:
                     srcu_idx=v.srcu_idx,
                     last_data_gpa=v.last_data_gpa,
                     exits=tuple(v.exits.most_common()),
-                    exit_rates=tuple(
-                        (reason, n / window_ms)
-                        for reason, n in sorted(rates.items(), key=lambda kv: -kv[1])
-                    ),
+                    exit_rates=_rates(ring, now),
                     faults=tuple(v.faults.most_common()),
                     last_fault=last_fault,
                     instructions=v.instructions,
@@ -530,6 +662,22 @@ class Tracker:
             readers=readers,
             history=tuple(self._gp_history),
         )
+
+
+def _rates(
+    ring: deque[tuple[int, str]] | None, now: int, window: int = RATE_WINDOW_NS
+) -> tuple[tuple[str, float], ...]:
+    """Exits per millisecond over the last ``window`` ns (or the run so far), by reason."""
+    if not ring:
+        return ()
+    window_start = max(0, now - window)
+    window_ms = max(now - window_start, 1) / 1e6
+    counts: dict[str, int] = {}
+    for t, reason in reversed(ring):
+        if t < window_start:
+            break
+        counts[reason] = counts.get(reason, 0) + 1
+    return tuple((r, n / window_ms) for r, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _activity(

@@ -1,0 +1,1 @@
+"""The deterministic runtime: integer virtual time and a sequencer over trio tasks."""

@@ -1,0 +1,50 @@
+"""Fixtures for the TUI tests: a sessions folder of their own, and apps whose virtual clock
+the test drives (paused at start, stepped or run flat out; never paced by wall time)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.widgets import Input
+
+from tui.app import SlotlabApp
+from tui.options import LaunchOptions
+
+
+@pytest.fixture(autouse=True)
+def sessions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Logs go to a per-test folder; the working directory is the test's, so relative
+    paths on screen are stable; no user keymap leaks in."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "sessions"
+    monkeypatch.setenv("SLOTLAB_SESSIONS", str(folder))
+    monkeypatch.delenv("SLOTLAB_KEYMAP", raising=False)
+    monkeypatch.setenv("SLOTLAB_KEYMAP_FILE", "")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def no_cursor_blink(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blinking cursor races screenshots."""
+    monkeypatch.setattr(Input, "cursor_blink", False)
+
+
+def make_app(**overrides: Any) -> SlotlabApp:
+    """The default scenario (split, legacy, race armed), paused at boot, recording to a
+    fixed relative path."""
+    compare_fn = overrides.pop("compare_fn", None)
+    options = LaunchOptions(paused=True, log_path="sessions/test.jsonl")
+    for key, value in overrides.items():
+        setattr(options, key, value)
+    if compare_fn is not None:
+        return SlotlabApp(options, compare_fn=compare_fn, keymap={})
+    return SlotlabApp(options, keymap={})
+
+
+@pytest.fixture
+def app_factory() -> Callable[..., SlotlabApp]:
+    return make_app

@@ -1,0 +1,161 @@
+"""The compare screen: every strategy over N seeds in a thread worker, with progress, as a
+table and a bar chart."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from textual.widgets import DataTable, Input, ProgressBar
+
+from engine.vmm.strategies import STRATEGIES
+from tui.app import SlotlabApp
+from tui.screens.compare import CompareScreen
+from tui.widgets.bar_chart import BarChart
+
+from .helpers import live, settle
+
+AppFactory = Callable[..., SlotlabApp]
+
+
+class FakeCompare:
+    """compare_matrix's signature, instant, recording how it was called and which thread
+    it ran on."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.threads: list[int] = []
+        self.gate = gate
+
+    def __call__(
+        self,
+        scenario: str,
+        strategies: list[str],
+        seeds: int,
+        jobs: int,
+        faults: list[str],
+        progress: Callable[[int, int], None] | None,
+    ) -> list[dict[str, Any]]:
+        self.calls.append((scenario, list(strategies), seeds, jobs, list(faults)))
+        self.threads.append(threading.get_ident())
+        total = len(strategies) * seeds
+        for done in range(1, total + 1):
+            if self.gate is not None and done == total // 2:
+                assert self.gate.wait(10)
+            if progress is not None:
+                progress(done, total)
+        return [
+            {
+                "strategy": name,
+                "runs": seeds,
+                "crash_rate": 1.0 if name == "legacy" else 0.0,
+                "retries": 2.5,
+                "stall_ns": 1000 * i,
+                "latency_p50_ns": 10_000 + i,
+                "latency_p99_ns": 20_000 * (i + 1),
+                "verdicts": {"crashed": seeds} if name == "legacy" else {"ok": seeds},
+            }
+            for i, name in enumerate(strategies)
+        ]
+
+
+@pytest.mark.asyncio
+async def test_compare_runs_in_a_worker_and_shows_table_and_chart(
+    app_factory: AppFactory,
+) -> None:
+    fake = FakeCompare()
+    app = app_factory(compare_fn=fake)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("c")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert fake.calls == [("split", list(STRATEGIES), 5, screen.jobs, ["race"])]
+        assert fake.threads[0] != threading.get_ident()  # not on the UI thread
+        table = screen.query_one(DataTable)
+        assert table.row_count == len(STRATEGIES)
+        assert table.get_row("legacy")[3] == "100%"
+        chart = str(screen.query_one(BarChart).render())
+        assert "crash rate" in chart
+        assert "legacy" in chart
+        assert "100%" in chart
+        bar = screen.query_one(ProgressBar)
+        assert bar.progress == bar.total == len(STRATEGIES) * 5
+        # Fewer seeds, run again.
+        screen.query_one("#seeds", Input).value = "2"
+        await pilot.press("r")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert fake.calls[-1][2] == 2
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is live(app)
+
+
+@pytest.mark.asyncio
+async def test_progress_shows_while_running(app_factory: AppFactory) -> None:
+    gate = threading.Event()
+    fake = FakeCompare(gate)
+    app = app_factory(compare_fn=fake)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("c")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+        total = len(STRATEGIES) * 5
+        for _ in range(200):
+            await pilot.pause()
+            if screen.query_one(ProgressBar).progress >= total // 2 - 1:
+                break
+        bar = screen.query_one(ProgressBar)
+        assert 0 < bar.progress < total
+        assert screen.query_one(DataTable).row_count == 0
+        gate.set()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert screen.query_one(DataTable).row_count == len(STRATEGIES)
+
+
+@pytest.mark.asyncio
+async def test_compare_with_the_engine(app_factory: AppFactory) -> None:
+    """The real engine.compare.compare_matrix, one seed, in this process."""
+    app = app_factory()
+    app.compare_jobs = 1
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("c")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+        screen.workers.cancel_group(screen, "compare")
+        screen.seeds = 1
+        screen.start()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        rows = {r["strategy"]: r for r in screen.rows}
+        assert set(rows) == set(STRATEGIES)
+        assert rows["legacy"]["crash_rate"] == 1.0
+        assert rows["inhibit"]["crash_rate"] == 0.0
+
+
+@pytest.mark.asyncio
+async def test_compare_error_is_shown_not_raised(app_factory: AppFactory) -> None:
+    def broken(*args: Any) -> list[dict[str, Any]]:
+        raise RuntimeError("split/legacy seed 3 failed: boom")
+
+    app = app_factory(compare_fn=broken)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("c")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+        assert "boom" in screen.error
+        assert "compare failed" in str(screen.query_one("#compare-status").render())

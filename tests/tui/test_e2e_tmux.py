@@ -1,0 +1,151 @@
+"""End to end in a real terminal (tmux): start slotlab, force the race, read the verdict,
+quit, and find the terminal usable again. Skipped, with the reason, without tmux.
+
+The waits poll the pane for what must appear (with a generous deadline) instead of sleeping
+for a fixed time; the virtual clock runs flat out once `e` is pressed, so nothing here
+depends on how fast the machine is beyond the deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TMUX = shutil.which("tmux")
+ROOT = Path(__file__).resolve().parents[2]
+DEADLINE = 60.0
+
+pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+
+
+class Pane:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def tmux(self, *args: str) -> str:
+        assert TMUX is not None
+        proc = subprocess.run(
+            [TMUX, *args], capture_output=True, text=True, check=False, timeout=30
+        )
+        return proc.stdout
+
+    def capture(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", self.name)
+
+    def send(self, *keys: str) -> None:
+        self.tmux("send-keys", "-t", self.name, *keys)
+
+    def wait_for(self, text: str, deadline: float = DEADLINE) -> str:
+        end = time.monotonic() + deadline
+        screen = ""
+        while time.monotonic() < end:
+            screen = self.capture()
+            if text in screen:
+                return screen
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} never appeared; the pane shows:\n{screen}")
+
+    def display(self, fmt: str) -> str:
+        return self.tmux("display-message", "-p", "-t", self.name, fmt).strip()
+
+
+@pytest.fixture
+def pane(tmp_path: Path) -> Iterator[Pane]:
+    """A shell in a detached 120x36 tmux session of its own."""
+    name = f"slotlab-e2e-{uuid.uuid4().hex[:8]}"
+    env_file = tmp_path / "env.sh"
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env_file.write_text(
+        f"export PYTHONPATH={shlex.quote(pythonpath)}\n"
+        f"export SLOTLAB_SESSIONS={shlex.quote(str(tmp_path / 'sessions'))}\n"
+        "export TERM=xterm-256color PS1='$ '\n"
+        f"cd {shlex.quote(str(tmp_path))}\n"
+    )
+    assert TMUX is not None
+    subprocess.run(
+        [TMUX, "new-session", "-d", "-s", name, "-x", "120", "-y", "36",
+         f"bash --norc --noprofile --rcfile {shlex.quote(str(env_file))} -i"],
+        check=True,
+        timeout=30,
+    )  # fmt: skip
+    p = Pane(name)
+    p.send(f"source {shlex.quote(str(env_file))}", "Enter")
+    p.wait_for("$")
+    try:
+        yield p
+    finally:
+        subprocess.run([TMUX, "kill-session", "-t", name], check=False, timeout=30)
+
+
+def _command(*args: str) -> str:
+    return shlex.join([sys.executable, "-m", "tui.cli", *args])
+
+
+def test_race_verdict_quit_and_the_terminal_is_restored(pane: Pane, tmp_path: Path) -> None:
+    pane.send(_command() + "; echo exit=$?", "Enter")
+    pane.wait_for("vCPU")
+    screen = pane.wait_for("RUNNING")
+    assert "race" in screen  # the default arms the race
+    assert pane.display("#{alternate_on}") == "1"
+    # Force the race now: run the virtual clock flat out to the verdict.
+    pane.send("e")
+    screen = pane.wait_for("CRASHED")
+    assert "KVM_EXIT_INTERNAL_ERROR" in screen
+    assert "REC" in screen
+    pane.send("q")
+    pane.wait_for("exit=0")
+    # The terminal is back: main screen, cooked mode, echo.
+    assert pane.display("#{alternate_on}") == "0"
+    pane.send("stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo | tr '\\n' ' '; echo", "Enter")
+    screen = pane.wait_for("icanon echo")
+    pane.send("echo restored-$((40+2))", "Enter")
+    pane.wait_for("restored-42")
+    # The session it recorded verifies.
+    logs = list((tmp_path / "sessions").glob("*-split-legacy.jsonl"))
+    assert len(logs) == 1
+    proc = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "replay", str(logs[0]), "--verify"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_engine_error_leaves_a_usable_terminal(pane: Pane, tmp_path: Path) -> None:
+    """The engine fails mid-run: an error screen with the log path, status 1, no traceback
+    in the terminal, and the shell works afterwards."""
+    boot = tmp_path / "broken.py"
+    boot.write_text(
+        "import sys\n"
+        "from engine.checker import Checker\n"
+        "from engine.events import TxnBegin\n"
+        "observe = Checker.observe\n"
+        "def exploding(self, ev):\n"
+        "    if isinstance(ev, TxnBegin) and ev.txn == 2:\n"
+        "        raise RuntimeError('checker exploded')\n"
+        "    observe(self, ev)\n"
+        "Checker.observe = exploding\n"
+        "from tui.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    pane.send(
+        shlex.join([sys.executable, str(boot), "tui", "--speed", "inf"]) + "; echo exit=$?", "Enter"
+    )
+    screen = pane.wait_for("engine error")
+    assert "RuntimeError: checker exploded" in screen
+    assert "sessions" in screen
+    pane.send("q")
+    screen = pane.wait_for("exit=1")
+    assert "slotlab: the engine failed: RuntimeError: checker exploded" in screen
+    assert "Traceback" not in screen
+    assert pane.display("#{alternate_on}") == "0"
+    pane.send("echo alive-$((1+1))", "Enter")
+    pane.wait_for("alive-2")

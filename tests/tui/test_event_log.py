@@ -1,0 +1,144 @@
+"""The event log: live, filterable with `/`, pausable with `l`; a selected event shows its
+fields."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from textual.widgets import Input
+
+from engine.events import Fault, SrcuLock
+from tui.app import SlotlabApp
+from tui.widgets.event_log import EventDetail, EventLog, parse_filter
+
+from .helpers import live, press, session, settle, step
+
+AppFactory = Callable[..., SlotlabApp]
+
+
+def test_filter_terms() -> None:
+    assert parse_filter("Fault -retry") == [(True, "fault"), (False, "retry")]
+    assert parse_filter("  ") == []
+
+
+@pytest.mark.asyncio
+async def test_log_follows_the_run(app_factory: AppFactory) -> None:
+    app = app_factory()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await step(app, pilot, 30)
+        log = live(app).query_one("#ov-log", EventLog)
+        assert log.follow
+        assert log.window[-1].seq == session(app).bus.seq - 1
+
+
+@pytest.mark.asyncio
+async def test_slash_filters_both_logs(app_factory: AppFactory) -> None:
+    app = app_factory()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await step(app, pilot, 40)
+        await pilot.press("slash")
+        await pilot.pause()
+        screen = live(app)
+        assert screen.view == "events"
+        assert isinstance(screen.focused, Input)
+        await pilot.press(*"fault retry")
+        await pilot.pause()
+        for log in screen.query(EventLog):
+            assert log.visible_events
+            assert all(isinstance(e, Fault) and e.outcome == "retry" for e in log.visible_events)
+        # Typing in the filter is not a command: `p` and space went into the text.
+        assert session(app).seq.pacing.paused
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(screen.focused, EventLog)
+        # New events that match join the filtered log; the rest stay out.
+        await press(app, pilot, "space")
+        await step(app, pilot, 5)
+        assert all(isinstance(e, Fault) for e in screen.query_one("#log", EventLog).visible_events)
+
+
+@pytest.mark.asyncio
+async def test_negative_filter_excludes(app_factory: AppFactory) -> None:
+    app = app_factory()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await step(app, pilot, 30)
+        log = live(app).query_one("#log", EventLog)
+        log.set_filter("-srcu")
+        assert log.visible_events
+        assert not any(isinstance(e, SrcuLock) for e in log.visible_events)
+
+
+@pytest.mark.asyncio
+async def test_l_pauses_the_log_while_the_run_goes_on(app_factory: AppFactory) -> None:
+    app = app_factory()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        log = live(app).query_one("#ov-log", EventLog)
+        await press(app, pilot, "l")
+        assert log.paused
+        frozen = log.visible_events[-1].seq
+        await step(app, pilot, 20)
+        assert log.visible_events[-1].seq == frozen
+        assert session(app).bus.seq > frozen + 10
+        await press(app, pilot, "l")
+        assert not log.paused
+        assert log.visible_events[-1].seq == session(app).bus.seq - 1
+
+
+@pytest.mark.asyncio
+async def test_selecting_an_event_shows_its_fields(app_factory: AppFactory) -> None:
+    app = app_factory()
+    async with app.run_test(size=(110, 32)) as pilot:
+        await settle(app, pilot)
+        await step(app, pilot, 40)
+        await press(app, pilot, "5")
+        screen = live(app)
+        log = screen.query_one("#log", EventLog)
+        log.set_filter("swap_publish")
+        await pilot.pause()
+        await press(app, pilot, "up")
+        selected = log.selected
+        assert selected is not None
+        assert not log.follow
+        detail = str(screen.query_one("#detail", EventDetail).render())
+        assert "swap_publish" in detail
+        assert "generation" in detail
+        assert "bit 63" in detail
+        await press(app, pilot, "end")
+        assert log.follow
+        assert log.selected is None
+
+
+@pytest.mark.asyncio
+async def test_enter_on_the_overview_log_opens_the_event(app_factory: AppFactory) -> None:
+    app = app_factory()
+    async with app.run_test(size=(110, 32)) as pilot:
+        await settle(app, pilot)
+        await step(app, pilot, 20)
+        screen = live(app)
+        overview = screen.query_one("#ov-log", EventLog)
+        overview.focus()
+        await press(app, pilot, "up", "enter")
+        assert screen.view == "events"
+        chosen = overview.selected
+        assert chosen is not None
+        assert screen.query_one("#log", EventLog).selected is chosen
+
+
+@pytest.mark.asyncio
+async def test_clicking_a_line_selects_it(app_factory: AppFactory) -> None:
+    app = app_factory()
+    async with app.run_test(size=(110, 32)) as pilot:
+        await settle(app, pilot)
+        await step(app, pilot, 20)
+        await press(app, pilot, "5")
+        log = live(app).query_one("#log", EventLog)
+        target = log.window[2]
+        assert await pilot.click(log, offset=(5, 2))
+        await pilot.pause()
+        assert log.selected is target
+        assert log.window[2] is target  # the line stays under the mouse

@@ -1,0 +1,149 @@
+"""No crash under 10,000 random key presses, a resize storm, or a tiny terminal."""
+
+from __future__ import annotations
+
+import random
+import time
+import unicodedata
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from textual import events
+from textual.drivers.headless_driver import HeadlessDriver
+from textual.geometry import Size
+from textual.keys import _get_unicode_name_from_key
+
+from tui.app import SlotlabApp
+from tui.screens.monitor import MonitorScreen
+
+from .helpers import screen_text, settle
+
+AppFactory = Callable[..., SlotlabApp]
+
+# Everything a user can type, the ways out included: quitting is counted, not done (see the
+# test), so one early `q` does not end it.
+KEYS = [
+    *"abcdefghijklmnopqrstuvwxyz",
+    *"ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    *"0123456789",
+    "space", "plus", "minus", "equals_sign", "slash", "question_mark", "less_than_sign",
+    "greater_than_sign", "left_square_bracket", "right_square_bracket", "enter", "escape",
+    "tab", "shift+tab", "up", "down", "left", "right", "home", "end", "pageup", "pagedown",
+    "backspace", "delete", "f1", "ctrl+p", "ctrl+r", "ctrl+q", "ctrl+c",
+]  # fmt: skip
+PRESSES = 10_000
+BURST = 5
+TIME_LIMIT = 300.0
+
+
+def instant_compare(*args: Any) -> list[dict[str, Any]]:
+    strategies: list[str] = args[1]
+    return [
+        {
+            "strategy": s,
+            "runs": 1,
+            "crash_rate": 0.0,
+            "retries": 0.0,
+            "stall_ns": 0,
+            "latency_p50_ns": 0,
+            "latency_p99_ns": 0,
+            "verdicts": {"ok": 1},
+        }
+        for s in strategies
+    ]
+
+
+def key_event(key: str) -> events.Key:
+    """The event a terminal sends for ``key`` (as Pilot.press builds it)."""
+    try:
+        char: str | None = unicodedata.lookup(_get_unicode_name_from_key(key))
+    except KeyError:
+        char = key if len(key) == 1 else None
+    return events.Key(key, char)
+
+
+@pytest.mark.asyncio
+async def test_ten_thousand_random_keys(app_factory: AppFactory) -> None:
+    """Keys arrive as fast as a key-masher types them: in bursts, the app catching up
+    between bursts (Pilot.press would wait for an idle CPU after every key, which makes
+    10,000 presses take many minutes and depends on wall time)."""
+    rng = random.Random(20221)
+    app = app_factory(compare_fn=instant_compare)
+    quits: list[int] = []
+
+    async def count_quit() -> None:
+        quits.append(1)
+
+    # `q`, ctrl+q and the palette's Quit all land here; test_keys covers a real quit.
+    app.action_quit = count_quit  # type: ignore[method-assign]
+    start = time.monotonic()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        driver = app._driver
+        assert driver is not None
+        for i in range(0, PRESSES, BURST):
+            for _ in range(BURST):
+                event = key_event(rng.choice(KEYS))
+                event.set_sender(app)
+                driver.send_message(event)
+            await pilot._wait_for_screen()
+            # Bounded run time: the test fails rather than hangs.
+            assert time.monotonic() - start < TIME_LIMIT, f"too slow after {i} presses"
+        await pilot.pause()
+        assert app.is_running
+        assert quits  # the ways out were pressed too
+        assert any(isinstance(s, MonitorScreen) for s in app.screen_stack)
+        screen_text(app)  # the screen still renders
+
+
+@pytest.mark.asyncio
+async def test_resize_storm(app_factory: AppFactory) -> None:
+    rng = random.Random(7)
+    app = app_factory()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        driver = app._driver
+        assert isinstance(driver, HeadlessDriver)
+        # A storm: bursts of resizes with no time to lay out in between (a window being
+        # dragged), as Pilot.resize_terminal posts them but without its wait after each.
+        for burst in range(60):
+            for _ in range(5):
+                size = Size(rng.randint(1, 220), rng.randint(1, 70))
+                driver._size = size
+                app.post_message(events.Resize(size, size))
+            if burst % 3 == 0:
+                await pilot.press("space")
+            await pilot._wait_for_screen()
+        await pilot.press("space", "2", "3", "4", "5", "1")
+        for size in ((40, 12), (1, 1), (80, 24)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+            screen_text(app)
+        assert app.is_running
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("view", ["1", "2", "3", "4", "5"])
+async def test_every_view_at_40x12(app_factory: AppFactory, view: str) -> None:
+    app = app_factory()
+    async with app.run_test(size=(40, 12)) as pilot:
+        await settle(app, pilot)
+        await pilot.press(view, "space", "question_mark", "escape")
+        await settle(app, pilot)
+        await pilot.press("e")
+        await app.host.wait_done()
+        await pilot.pause()
+        screen_text(app)
+        assert app.is_running
+
+
+@pytest.mark.asyncio
+async def test_usable_at_80x24(app_factory: AppFactory) -> None:
+    """Everything that matters fits: state, the map, the vCPUs, the log, the footer."""
+    app = app_factory()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        text = screen_text(app)
+        for needle in ("PAUSED", "active", "inactive", "rip ▲", "vCPU", "kvm->srcu", "REC", "Step"):
+            assert needle in text, needle

@@ -1,0 +1,256 @@
+"""The slotlab TUI: a monitor and fault injector for a session running in trio guest mode.
+
+The app owns the EngineHost (the session's guest run) and a 20 Hz timer that hands the
+current Snapshot to the monitor screen. Engine failures arrive through the guest run's
+done-callback and replace the monitor with an error screen; they never leave stale data on
+screen or a traceback in the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import traceback
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, cast
+
+import outcome
+import trio
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.command import CommandPalette
+from textual.css.query import NoMatches
+from textual.screen import Screen
+
+from engine.compare import compare_matrix
+from engine.faults import FAULT_KINDS
+from engine.scenarios import builtin_names
+from engine.vmm.strategies import STRATEGIES
+from tui.engine_host import EngineHost
+from tui.keymap import KeymapError, load_keymap
+from tui.options import LaunchOptions
+from tui.palette import Palette
+from tui.screens.compare import CompareFn, CompareScreen
+from tui.screens.error import ErrorScreen
+from tui.screens.help import HelpScreen
+from tui.screens.live import LiveScreen
+from tui.screens.monitor import MonitorScreen
+from tui.screens.replay import ReplayScreen
+
+FRAME_HZ = 20
+THEMES = ("textual-dark", "textual-light")
+
+
+def _leaf(error: BaseException) -> BaseException:
+    """The first real exception inside trio's exception groups."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+class SlotlabApp(App[int]):
+    CSS_PATH = "slotlab.tcss"
+    TITLE = "slotlab"
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="quit"),
+        Binding("question_mark,f1", "help", "Help", key_display="?", id="help"),
+        Binding("c", "compare", "Compare", id="compare"),
+        Binding("T", "toggle_theme", "Theme", show=False, id="theme"),
+    ]
+
+    def __init__(
+        self,
+        options: LaunchOptions | None = None,
+        *,
+        compare_fn: CompareFn = compare_matrix,
+        keymap: dict[str, str] | None = None,
+        compare_jobs: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.options = options or LaunchOptions()
+        self.compare_fn = compare_fn
+        self.compare_jobs = compare_jobs
+        self.host = EngineHost(self._engine_done)
+        self.engine_error: str | None = None
+        self.error_log: str | None = None
+        self._keymap_override = keymap
+        self._ticks = 0
+        self._flat_out = False
+        if self.options.theme:
+            self.theme = self.options.theme
+
+    # --- start and stop -----------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        try:
+            keymap = self._keymap_override
+            if keymap is None:
+                keymap = load_keymap()
+            self.set_keymap(keymap)
+        except KeymapError as err:
+            self.notify(f"keymap ignored: {err}", severity="warning", timeout=8, markup=False)
+        if self.options.replay:
+            self.push_screen(
+                ReplayScreen(self.options.replay, self.options.speed, self.options.paused)
+            )
+        else:
+            self.push_screen(LiveScreen(self.options))
+        self.set_interval(1 / FRAME_HZ, self._tick)
+
+    async def on_unmount(self) -> None:
+        # Trio must finish before the loop stops: actors' finally-blocks, the log's close.
+        await self.host.stop()
+
+    # --- frames -------------------------------------------------------------------------
+
+    @property
+    def monitor(self) -> MonitorScreen | None:
+        for screen in reversed(self.screen_stack):
+            if isinstance(screen, MonitorScreen):
+                return screen
+        return None
+
+    def _tick(self) -> None:
+        # Flat out, the picture changes faster than anyone reads it: draw half as often and
+        # leave the time to the engine (which shares this thread).
+        self._ticks += 1
+        if self._flat_out and self._ticks % 2:
+            return
+        self.refresh_now()
+
+    def refresh_now(self) -> None:
+        """Draw the current snapshot on the monitor (also when a dialog covers it)."""
+        monitor = self.monitor
+        if monitor is None or not monitor.is_mounted:
+            return
+        snap = self.host.snapshot()
+        if snap is None:
+            return
+        self._flat_out = math.isinf(snap.speed) and not snap.paused and not snap.finished
+        # NoMatches: the screen is being torn down (the app is exiting).
+        with contextlib.suppress(NoMatches):
+            monitor.show(snap)
+
+    async def settle(self) -> None:
+        """Until the engine waits for the UI (paused, stepped, finished), then draw. Tests
+        and screenshots use it instead of sleeping."""
+        await self.host.settle()
+        self.refresh_now()
+
+    # --- the engine's end ---------------------------------------------------------------
+
+    def _engine_done(self, host: EngineHost, result: outcome.Outcome[Any]) -> None:
+        # Trio calls this from a host callback that does not carry the app's context
+        # (no active_app): hand it to the app's own message loop.
+        self.call_later(self._after_engine, result)
+
+    def _after_engine(self, result: outcome.Outcome[Any]) -> None:
+        if isinstance(result, outcome.Error):
+            error = _leaf(result.error)
+            if isinstance(error, trio.Cancelled):
+                return
+            self._show_engine_error(error)
+            return
+        self.refresh_now()
+        monitor = self.monitor
+        if isinstance(monitor, LiveScreen | ReplayScreen):
+            monitor.session_finished()
+
+    def _show_engine_error(self, error: BaseException) -> None:
+        log = None
+        session = self.host.session
+        if session is not None and session.writer is not None:
+            log = str(session.writer.path)
+        trace_path = None
+        if log is not None:
+            trace = Path(log).with_suffix(".traceback.txt")
+            try:
+                trace.write_text(
+                    "".join(traceback.format_exception(type(error), error, error.__traceback__))
+                )
+                trace_path = str(trace)
+            except OSError:
+                trace_path = None
+        self.engine_error = f"{type(error).__name__}: {error}"
+        self.error_log = log
+        self.push_screen(ErrorScreen(self.engine_error, log, trace_path))
+
+    def action_quit_with_error(self) -> None:
+        self.exit(1, return_code=1)
+
+    # --- app-wide actions ------------------------------------------------------------------
+
+    def action_command_palette(self) -> None:
+        if self.use_command_palette and not CommandPalette.is_open(cast("App[object]", self)):
+            self.push_screen(Palette(id="--command-palette"))
+
+    def action_help(self) -> None:
+        sources: list[type] = [type(self)]
+        monitor = self.monitor
+        if monitor is not None:
+            sources.insert(0, type(monitor))
+        self.push_screen(HelpScreen(sources, dict(self._keymap)))
+
+    def action_toggle_theme(self) -> None:
+        self.theme = THEMES[1] if self.theme == THEMES[0] else THEMES[0]
+
+    def action_compare(self) -> None:
+        monitor = self.monitor
+        if isinstance(monitor, ReplayScreen):
+            scenario = monitor.driver.config.scenario.name
+            faults = list(monitor.driver.config.faults)
+        elif isinstance(monitor, LiveScreen):
+            scenario, faults = monitor.options.scenario, list(monitor.options.faults)
+        else:
+            return
+        if isinstance(self.screen, CompareScreen):
+            return
+        self.push_screen(CompareScreen(scenario, faults, self.compare_fn, jobs=self.compare_jobs))
+
+    # --- the command palette ---------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        monitor = self.monitor
+        if isinstance(monitor, LiveScreen):
+            live = monitor
+            for kind in FAULT_KINDS.values():
+                yield SystemCommand(
+                    f"Inject fault: {kind.name}",
+                    kind.summary,
+                    lambda name=kind.name: live.action_fault(name),
+                )
+            for name, cls in STRATEGIES.items():
+                yield SystemCommand(
+                    f"Switch strategy: {name}",
+                    f"restart the session under {name}: {cls.summary}",
+                    lambda name=name: self.run_worker(live.restart(strategy=name)),
+                )
+            for name in builtin_names():
+                yield SystemCommand(
+                    f"Switch scenario: {name}",
+                    "restart the session on this scenario",
+                    lambda name=name: self.run_worker(live.restart(scenario=name)),
+                )
+            yield SystemCommand("Pause / resume", "the virtual clock", live.action_pause)
+            yield SystemCommand("Step", "run to the next event, then pause", live.action_step)
+            yield SystemCommand("Faster", "speed up the virtual clock", live.action_faster)
+            yield SystemCommand("Slower", "slow motion", live.action_slower)
+            yield SystemCommand("Run to end", "flat out until the verdict", live.action_to_end)
+            yield SystemCommand(
+                "Restart", "a new session, same settings", lambda: self.run_worker(live.restart())
+            )
+        elif isinstance(monitor, ReplayScreen):
+            replay = monitor
+            yield SystemCommand(
+                "Replay: play / pause", "", lambda: self.run_worker(replay.action_play())
+            )
+            yield SystemCommand("Replay: step", "one event", replay.action_step)
+            yield SystemCommand(
+                "Replay: jump", "to an event, a time or a percentage", replay.action_jump
+            )
+        yield SystemCommand(
+            "Compare strategies", "every strategy over N seeds", self.action_compare
+        )
+        yield SystemCommand("Toggle dark / light", "switch theme", self.action_toggle_theme)

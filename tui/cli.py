@@ -1,0 +1,227 @@
+"""The `slotlab` command: the TUI, the browser view and a TUI replay; everything else is the
+engine's headless CLI (engine.cli), which never imports the TUI.
+
+    slotlab                        the TUI: split under legacy, the race armed, slow motion
+    slotlab tui [options]          the TUI with a scenario, strategy, seed, speed of your choice
+    slotlab serve [--host H] [--port P] [tui options]
+    slotlab replay LOG [--speed F] [--paused]     the TUI on a recorded session
+    slotlab replay LOG --verify    headless verification (engine.cli)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from engine import cli as engine_cli
+from engine.faults import FaultError
+from engine.log import LogError
+from engine.scenarios import ScenarioError
+from engine.units import parse_duration
+from engine.vmm.strategies import STRATEGIES
+from tui.options import DEFAULT_SPEED, LaunchOptions
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+THEME_NAMES = {"dark": "textual-dark", "light": "textual-light"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"speed must be a number or inf, not {text!r}") from None
+    if not value > 0 or math.isnan(value):
+        raise argparse.ArgumentTypeError("speed must be positive (virtual seconds per wall second)")
+    return value
+
+
+def _duration(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_tui_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scenario", default="split", help="built-in name or path to a .toml")
+    p.add_argument("--strategy", default="legacy", choices=list(STRATEGIES), metavar="STRATEGY")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--backend", choices=("model", "kvm"), default="model")
+    p.add_argument(
+        "--speed",
+        type=_speed,
+        default=DEFAULT_SPEED,
+        help=f"virtual seconds per wall second (default {DEFAULT_SPEED:g}; inf = flat out)",
+    )
+    p.add_argument("--paused", action="store_true", help="start paused (space steps)")
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=None,
+        metavar="NAME[=ARGS]",
+        help="arm a fault (repeatable; default: race)",
+    )
+    p.add_argument("--no-faults", action="store_true", help="arm no fault")
+    p.add_argument("--faults", metavar="FILE", help="scripted faults: lines of `TIME NAME[=ARGS]`")
+    p.add_argument("--vcpus", type=int, default=None)
+    p.add_argument("--duration", type=_duration, default=None, help="virtual time, e.g. 10ms")
+    p.add_argument(
+        "--host",
+        action="append",
+        type=engine_cli._host_opt,
+        default=[],
+        metavar="KEY=VALUE",
+        help="model host option",
+    )
+    p.add_argument("--log", metavar="PATH", help="session log path (default: sessions/...)")
+    p.add_argument("--no-log", action="store_true", help="do not record the session")
+    p.add_argument("--theme", choices=list(THEME_NAMES), default=None)
+    p.add_argument("--no-mouse", action="store_true", help="leave the mouse to the terminal")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="slotlab", description="Watch, break and explain KVM memslot updates.")
+    sub = parser.add_subparsers(dest="command")
+    add_tui_options(sub.add_parser("tui", help="the monitor (the default command)"))
+    serve = sub.add_parser("serve", help="the TUI in a browser (textual-serve)")
+    serve.add_argument("--host", dest="bind", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    replay = sub.add_parser("replay", help="open a session log in the TUI")
+    replay.add_argument("log")
+    replay.add_argument("--speed", type=_speed, default=DEFAULT_SPEED)
+    replay.add_argument("--paused", action="store_true")
+    replay.add_argument("--theme", choices=list(THEME_NAMES), default=None)
+    replay.add_argument("--no-mouse", action="store_true")
+    return parser
+
+
+def options_from_args(args: argparse.Namespace) -> LaunchOptions:
+    if args.vcpus is not None and not 1 <= args.vcpus <= 1024:
+        raise ValueError(f"--vcpus must be 1..1024, not {args.vcpus}")
+    faults = [] if args.no_faults else (args.fault if args.fault is not None else ["race"])
+    opts = LaunchOptions(
+        scenario=args.scenario,
+        strategy=args.strategy,
+        seed=args.seed,
+        speed=args.speed,
+        paused=args.paused,
+        faults=faults,
+        faults_file=args.faults,
+        vcpus=args.vcpus,
+        duration_ns=args.duration,
+        host=dict(args.host),
+        record=not args.no_log,
+        log_path=args.log,
+        theme=THEME_NAMES[args.theme] if args.theme else None,
+        backend=args.backend,
+    )
+    opts.config()  # every check a run makes, before the terminal changes mode
+    return opts
+
+
+def check_backend(options: LaunchOptions) -> None:
+    """The real /dev/kvm must be usable and able to run this scenario and strategy (one line
+    saying why not, before the terminal changes mode)."""
+    if options.backend != "kvm":
+        return
+    from engine.backends.kvm.run import check_kvm_run
+    from engine.backends.kvm.session import check_faults
+
+    config = options.config()
+    check_faults(config)
+    check_kvm_run(config.scenario, config.strategy)
+
+
+def run_app(options: LaunchOptions, mouse: bool = True) -> int:
+    from tui.app import SlotlabApp
+
+    app = SlotlabApp(options)
+    app.run(mouse=mouse)
+    if app.engine_error:
+        where = f"; session log: {app.error_log}" if app.error_log else ""
+        print(f"slotlab: the engine failed: {app.engine_error}{where}", file=sys.stderr)
+        return 1
+    return app.return_code or 0
+
+
+def serve_command(passthrough: Sequence[str]) -> str:
+    """The command textual-serve starts for each browser tab."""
+    return shlex.join([sys.executable, "-m", "tui.cli", "tui", *passthrough])
+
+
+def cmd_serve(argv: Sequence[str]) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(["serve", *argv])
+    tui_parser = _Parser(prog="slotlab serve")
+    add_tui_options(tui_parser)
+    check_backend(options_from_args(tui_parser.parse_args(rest)))
+    from textual_serve.server import Server
+
+    print(f"slotlab: serving on http://{args.bind}:{args.port} (Ctrl+C stops)", file=sys.stderr)
+    Server(serve_command(rest), host=args.bind, port=args.port, title="slotlab").serve()
+    return 0
+
+
+def register_bench() -> None:
+    """The TUI's benchmark group joins the engine's suite (the engine cannot import it)."""
+    from engine.bench import suite
+
+    suite.GROUPS.setdefault("tui", ("tui.bench", "run_tui_benchmarks"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(args)
+    except (ValueError, ScenarioError, FaultError, LogError) as err:
+        print(f"slotlab: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("slotlab: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: list[str]) -> int:
+    if not args:
+        return run_app(LaunchOptions())
+    command = args[0]
+    if command in ("-h", "--help"):
+        print(__doc__.strip() + "\n\nHeadless commands:\n")
+        engine_cli.build_parser().print_help()
+        return 0
+    if command == "tui":
+        ns = build_parser().parse_args(args)
+        options = options_from_args(ns)
+        check_backend(options)
+        return run_app(options, mouse=not ns.no_mouse)
+    if command == "serve":
+        return cmd_serve(args[1:])
+    if command == "replay" and "--verify" not in args:
+        ns = build_parser().parse_args(args)
+        from tui.replay_driver import ReplayDriver
+
+        ReplayDriver(ns.log)  # a bad log is one line and status 2, before the TUI starts
+        options = LaunchOptions(
+            replay=ns.log,
+            speed=ns.speed,
+            paused=ns.paused,
+            theme=THEME_NAMES[ns.theme] if ns.theme else None,
+        )
+        return run_app(options, mouse=not ns.no_mouse)
+    if command == "bench":
+        register_bench()
+    return engine_cli.main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Re-executing a session log under the viewer's control.
+
+A replay is the recorded run executed again from its header, with the recorded commands
+scheduled at the sequencer calls they followed (as engine.runner.replay_events does), so it
+produces the same events. The viewer's own play, pause, step and speed must not become
+commands (they would change the run), so this driver is the one place where the TUI sets the
+pacing directly. A recorded pause or speed command still replays as its event, but the
+viewer's pacing is put back right after it.
+
+Jumping forward runs flat out to the target event; jumping backward rebuilds the session and
+fast-forwards, since a run cannot go back.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgspec
+
+from engine.events import Command, Event, Injected
+from engine.log import SessionLog, read_log
+from engine.runner import config_from_log
+from engine.session import RunConfig, Session
+from engine.sim.runtime import Pacing
+from engine.snapshot import Tracker
+
+
+class Matcher:
+    """Compares each replayed event with the recorded line; stops at the recording's end
+    when the recorded run was cut short."""
+
+    def __init__(self, lines: list[bytes], finished: bool, pacing: Pacing) -> None:
+        self.lines = lines
+        self.finished = finished
+        self.pacing = pacing
+        self.count = 0
+        self.first_mismatch = -1
+        self._encoder = msgspec.json.Encoder()
+
+    def observe(self, event: Event) -> None:
+        i = self.count
+        self.count += 1
+        if self.first_mismatch < 0 and (
+            i >= len(self.lines) or self._encoder.encode(event) != self.lines[i]
+        ):
+            self.first_mismatch = i
+        if not self.finished and self.count == len(self.lines):
+            # Past here the original run never went: hold the replay at its last event.
+            self.pacing.paused = True
+            self.pacing.step_until_seq = -1
+
+
+class ReplayDriver:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.log: SessionLog = read_log(path)
+        if self.log.header.host.get("backend") == "kvm":
+            raise ValueError(
+                f"{path}: a real-KVM session ran on the wall clock and cannot be replayed; "
+                "`slotlab check` re-judges its events"
+            )
+        self.config: RunConfig = config_from_log(self.log)
+        self.total = len(self.log.event_lines)
+        self.times = [e.t for e in self.log.events]
+        verdict = self.log.verdict
+        virtual = verdict.summary.get("virtual_ns") if verdict is not None else None
+        self.total_ns = int(virtual) if isinstance(virtual, int) else max(self.times, default=0)
+        self.marks: dict[int, str] = {}
+        for i, e in enumerate(self.log.events):
+            if isinstance(e, Injected):
+                self.marks[i] = "!"
+            elif isinstance(e, Command):
+                self.marks.setdefault(i, "c")
+        self.speed = 1e-5
+        self.paused = False
+        self.session: Session | None = None
+        self.matcher: Matcher | None = None
+
+    def build(self, until: int | None = None) -> tuple[Session, Tracker]:
+        """A fresh replay session; with ``until``, fast-forward to that many events and
+        pause there."""
+        paused = self.paused or until is not None
+        pacing = Pacing(speed=self.speed, paused=paused)
+        if until is not None:
+            pacing.step_until_seq = until
+        tracker = Tracker()
+        matcher = Matcher(self.log.event_lines, self.log.verdict is not None, pacing)
+        session = Session(self.config, pacing=pacing, observers=(tracker.observe, matcher.observe))
+        for e in self.log.events:
+            if isinstance(e, Command):
+                session.seq.schedule(e.call, (e.name, dict(e.args)))
+        session.seq.set_command_handler(self._keep_pacing(session))
+        self.session, self.matcher = session, matcher
+        return session, tracker
+
+    @staticmethod
+    def _keep_pacing(session: Session) -> Any:
+        apply = session._apply_command
+        pacing = session.seq.pacing
+
+        def handler(command: Any) -> None:
+            saved = (pacing.paused, pacing.speed, pacing.step_until_seq)
+            apply(command)
+            pacing.paused, pacing.speed, pacing.step_until_seq = saved
+
+        return handler
+
+    # --- the viewer's controls (applied to the pacing; the host pokes the sequencer) ---------
+
+    @property
+    def pacing(self) -> Pacing | None:
+        return self.session.seq.pacing if self.session is not None else None
+
+    @property
+    def position(self) -> int:
+        return self.session.bus.seq if self.session is not None else 0
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        if self.pacing is not None:
+            self.pacing.paused = paused
+            self.pacing.step_until_seq = -1
+
+    def step(self, count: int = 1) -> None:
+        self.paused = True
+        if self.pacing is not None:
+            self.pacing.paused = True
+            self.pacing.step_until_seq = self.position + count
+
+    def set_speed(self, speed: float) -> None:
+        self.speed = speed
+        if self.pacing is not None:
+            self.pacing.speed = speed
+
+    def seek_forward(self, target: int) -> None:
+        """Run flat out until ``target`` events, then pause (target >= position)."""
+        self.paused = True
+        if self.pacing is not None:
+            self.pacing.paused = True
+            self.pacing.step_until_seq = target
+
+    def status(self) -> str:
+        m = self.matcher
+        if m is None:
+            return ""
+        if m.first_mismatch >= 0:
+            return f"DIVERGED from the log at event {m.first_mismatch}"
+        return f"identical to the log so far ({m.count}/{self.total})"
+
+    @property
+    def flat_out(self) -> bool:
+        return math.isinf(self.speed)

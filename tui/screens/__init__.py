@@ -1,0 +1,1 @@
+"""The TUI's screens: the live monitor, replay, compare, and the small dialogs."""

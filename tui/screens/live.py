@@ -1,0 +1,208 @@
+"""The live monitor: a session runs, and every key that changes it is a recorded command.
+
+Pause, step, speed and injections go through ``Session.send`` and land in the log as Command
+events at the sequencer call they followed, so a live session replays byte for byte. Switching
+strategy or scenario ends this session (its log stays, unfinished) and starts a new one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, cast
+
+from textual.binding import Binding
+
+from engine.faults import FAULT_KINDS, FaultError
+from engine.scenarios import builtin_names, load_scenario
+from engine.session import Session
+from engine.sim.runtime import Pacing
+from engine.snapshot import Tracker
+from engine.vmm.strategies import STRATEGIES
+from tui.options import LaunchOptions, faster, slower, speed_arg, unique_log_path
+from tui.screens.choose import ChoiceScreen
+from tui.screens.fault_form import FaultForm
+from tui.screens.monitor import MonitorScreen
+
+if TYPE_CHECKING:
+    from engine.backends.kvm.session import KvmSession
+    from tui.app import SlotlabApp
+
+
+class LiveScreen(MonitorScreen):
+    BINDINGS = [
+        Binding("p", "pause", "Pause", id="pause"),
+        Binding("space", "step", "Step", id="step"),
+        Binding("plus,equals_sign", "faster", "Faster", key_display="+", id="faster"),
+        Binding("minus", "slower", "Slower", key_display="-", id="slower"),
+        Binding("e", "to_end", "Run to end", show=False, id="to-end"),
+        Binding("i", "inject", "Inject", id="inject"),
+        Binding("g", "fault('ioctl-gap')", "ioctl-gap", show=False, id="fault-ioctl-gap"),
+        Binding("r", "fault('race')", "race", show=False, id="fault-race"),
+        Binding("s", "fault('reader-stall')", "reader-stall", show=False, id="fault-reader-stall"),
+        Binding("d", "fault('gp-delay')", "gp-delay", show=False, id="fault-gp-delay"),
+        Binding("w", "fault('weeds')", "weeds", show=False, id="fault-weeds"),
+        Binding("S", "strategy", "Strategy", id="strategy"),
+        Binding("C", "scenario", "Scenario", show=False, id="scenario"),
+        Binding("ctrl+r", "restart", "Restart", show=False, id="restart"),
+    ]
+
+    def __init__(self, options: LaunchOptions) -> None:
+        super().__init__()
+        self.options = options
+        self.speed = options.speed
+        self.paused = options.paused
+        self._first = True
+        self.log_path: str | None = None
+
+    @property
+    def slotlab(self) -> SlotlabApp:
+        from tui.app import SlotlabApp
+
+        return cast(SlotlabApp, self.app)
+
+    def on_mount(self) -> None:
+        self.start_session()
+
+    # A real VM runs in real time: the clock's keys are shown disabled.
+    CLOCK_ACTIONS = frozenset({"pause", "step", "faster", "slower", "to_end"})
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.options.backend == "kvm" and action in self.CLOCK_ACTIONS:
+            return None
+        return True
+
+    # --- sessions -----------------------------------------------------------------------
+
+    def start_session(self) -> None:
+        opts = self.options
+        config = opts.config()
+        if not opts.record:
+            log = None
+        elif self._first and opts.log_path:
+            log = opts.log_path
+        else:
+            log = unique_log_path(opts.scenario, opts.strategy)
+        self._first = False
+        tracker = Tracker()
+        session: Session | KvmSession
+        if opts.backend == "kvm":
+            from engine.backends.kvm.session import KvmSession
+
+            session = KvmSession(config, log_path=log, observers=(tracker.observe,))
+        else:
+            session = Session(
+                config,
+                log_path=log,
+                pacing=Pacing(speed=self.speed, paused=self.paused),
+                observers=(tracker.observe,),
+            )
+        self.log_path = log
+        self.reset_views()
+        self.slotlab.host.start(session, tracker)
+        self.set_recording_text(f"● REC {log}" if log is not None else "○ not recording (--no-log)")
+        self.slotlab.refresh_now()
+
+    async def restart(self, **changes: str) -> None:
+        for key, value in changes.items():
+            setattr(self.options, key, value)
+        if math.isinf(self.speed):
+            # After "run to end" a new session would be over before it is seen.
+            self.speed = self.options.speed
+            self.paused = self.options.paused
+        host = self.slotlab.host
+        async with host.switching:
+            await host.stop()
+            try:
+                self.start_session()
+            except (ValueError, OSError) as err:
+                self.notify(f"cannot start: {err}", severity="error", markup=False)
+
+    def session_finished(self) -> None:
+        """The verdict banner and the status bar say it; nothing else to do."""
+
+    # --- commands -----------------------------------------------------------------------
+
+    def _send(self, name: str, **args: str) -> bool:
+        try:
+            sent = self.slotlab.host.send(name, **args)
+        except FaultError as err:
+            self.notify(str(err), severity="error", markup=False)
+            return False
+        except ValueError:
+            # A real VM runs in real time: its session takes injections only.
+            self.notify(
+                f"{name}: a real VM runs in real time (pause, step and speed need the model)",
+                severity="warning",
+                markup=False,
+            )
+            return False
+        if not sent:
+            self.notify("the run is over: ctrl+r starts a new one", timeout=3)
+        return sent
+
+    def action_pause(self) -> None:
+        if self._send("resume" if self.paused else "pause"):
+            self.paused = not self.paused
+
+    def action_step(self) -> None:
+        if self._send("step", count="1"):
+            self.paused = True
+
+    def _set_speed(self, speed: float) -> None:
+        if self._send("speed", speed=speed_arg(speed)):
+            self.speed = speed
+
+    def action_faster(self) -> None:
+        self._set_speed(faster(self.speed))
+
+    def action_slower(self) -> None:
+        self._set_speed(slower(self.speed) if not math.isinf(self.speed) else 1.0)
+
+    def action_to_end(self) -> None:
+        self._set_speed(math.inf)
+        if self.paused and self._send("resume"):
+            self.paused = False
+
+    def inject(self, fault: str) -> None:
+        if self._send("inject", fault=fault):
+            self.notify(f"injected {fault}", timeout=3, markup=False)
+
+    def action_fault(self, name: str) -> None:
+        def done(result: str | None) -> None:
+            if result:
+                self.inject(result)
+
+        self.app.push_screen(FaultForm(name), done)
+
+    def action_inject(self) -> None:
+        def chosen(name: str | None) -> None:
+            if name:
+                self.action_fault(name)
+
+        choices = [(k.name, k.summary) for k in FAULT_KINDS.values()]
+        self.app.push_screen(ChoiceScreen("Inject which fault?", choices), chosen)
+
+    def action_strategy(self) -> None:
+        async def chosen(name: str | None) -> None:
+            if name:
+                await self.restart(strategy=name)
+
+        choices = [(name, cls.summary) for name, cls in STRATEGIES.items()]
+        self.app.push_screen(
+            ChoiceScreen("Switch strategy (restarts the session)", choices, self.options.strategy),
+            chosen,
+        )
+
+    def action_scenario(self) -> None:
+        async def chosen(name: str | None) -> None:
+            if name:
+                await self.restart(scenario=name)
+
+        choices = [(name, load_scenario(name).summary) for name in builtin_names()]
+        self.app.push_screen(
+            ChoiceScreen("Switch scenario (restarts the session)", choices, self.options.scenario),
+            chosen,
+        )
+
+    async def action_restart(self) -> None:
+        await self.restart()

@@ -1,0 +1,187 @@
+"""The monitor: status, verdict, five views of one session, recording line, footer.
+
+The live screen and the replay screen share it and add their own controls. It only ever reads
+Snapshots (``show``); whatever it wants done to the run goes through its subclass.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Footer, Input, TabbedContent, TabPane
+
+from engine.snapshot import Snapshot
+from tui.widgets.event_log import EventDetail, EventLog
+from tui.widgets.slot_map import SlotMap
+from tui.widgets.slot_table import SlotTable
+from tui.widgets.srcu_panel import SrcuPanel
+from tui.widgets.status import RecBar, StatusBar, VerdictBanner
+from tui.widgets.vcpu_panel import VcpuPanel
+
+VIEWS = ("overview", "slots", "vcpus", "srcu", "events")
+# The widget that takes focus when a view is shown.
+FOCUS = {
+    "overview": "#ov-map",
+    "slots": "#table",
+    "vcpus": "#vcpus-panel",
+    "srcu": "#srcu-panel",
+    "events": "#log",
+}
+
+
+class MonitorScreen(Screen[None]):
+    BINDINGS = [
+        Binding("1", "view('overview')", "Overview", show=False, id="view-overview"),
+        Binding("2", "view('slots')", "Slots", show=False, id="view-slots"),
+        Binding("3", "view('vcpus')", "vCPUs", show=False, id="view-vcpus"),
+        Binding("4", "view('srcu')", "SRCU", show=False, id="view-srcu"),
+        Binding("5", "view('events')", "Events", show=False, id="view-events"),
+        Binding("slash", "filter", "Filter", id="filter"),
+        Binding("l", "toggle_log", "Pause log", show=False, id="log-pause"),
+        Binding("z", "zoom(2.0)", "Zoom in", show=False, id="zoom-in"),
+        Binding("Z", "zoom(0.5)", "Zoom out", show=False, id="zoom-out"),
+        Binding("less_than_sign", "pan(-1)", "Pan left", show=False, id="pan-left"),
+        Binding("greater_than_sign", "pan(1)", "Pan right", show=False, id="pan-right"),
+        Binding("0", "reset_zoom", "Reset zoom", show=False, id="zoom-reset"),
+        Binding("escape", "leave_filter", "Leave filter", show=False, id="filter-leave"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: Snapshot | None = None
+
+    # --- layout -------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        yield VerdictBanner(id="verdict")
+        with TabbedContent(initial="overview", id="views"):
+            with TabPane("1 Overview", id="overview"):
+                yield SlotMap(compact=True, id="ov-map")
+                with Horizontal(id="ov-row"):
+                    yield VcpuPanel(id="ov-vcpus")
+                    yield SrcuPanel(compact=True, id="ov-srcu")
+                yield EventLog(id="ov-log")
+            with TabPane("2 Slots", id="slots"):
+                yield SlotMap(id="map")
+                yield SlotTable(id="table")
+            with TabPane("3 vCPUs", id="vcpus"):
+                yield VcpuPanel(id="vcpus-panel")
+            with TabPane("4 SRCU", id="srcu"):
+                yield SrcuPanel(id="srcu-panel")
+            with TabPane("5 Events", id="events"):
+                yield Input(
+                    placeholder="/ filter: words that must appear, -word excludes", id="filter"
+                )
+                with Horizontal(id="events-row"):
+                    yield EventLog(id="log")
+                    with Vertical(id="detail-box"):
+                        yield EventDetail(id="detail")
+        yield from self.compose_controls()
+        yield RecBar("", id="rec")
+        yield Footer()
+
+    def compose_controls(self) -> ComposeResult:
+        """Extra widgets above the recording line (the replay timeline)."""
+        yield from ()
+
+    def on_mount(self) -> None:
+        self.query_one("#detail", EventDetail).show_event(None)
+        self.query_one("#ov-map", SlotMap).focus()
+
+    # --- drawing ------------------------------------------------------------------------
+
+    @property
+    def view(self) -> str:
+        return self.query_one(TabbedContent).active or "overview"
+
+    def show(self, snap: Snapshot) -> None:
+        """Draw a snapshot: the status, the verdict, the logs and the visible view."""
+        self.last = snap
+        self.query_one(StatusBar).show(snap)
+        self.query_one(VerdictBanner).show_verdict(snap.verdict)
+        for log in self.query(EventLog):
+            log.ingest(snap.events)
+        for widget in self._visible_panels():
+            widget.update_snapshot(snap)  # type: ignore[attr-defined]
+
+    def _visible_panels(self) -> list[Widget]:
+        ids = {
+            "overview": ("#ov-map", "#ov-vcpus", "#ov-srcu"),
+            "slots": ("#map", "#table"),
+            "vcpus": ("#vcpus-panel",),
+            "srcu": ("#srcu-panel",),
+            "events": (),
+        }[self.view]
+        return [self.query_one(i) for i in ids]
+
+    def reset_views(self) -> None:
+        """A new session: forget the previous one's events and selection."""
+        for log in self.query(EventLog):
+            log.reset()
+        self.query_one("#detail", EventDetail).show_event(None)
+        self.last = None
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if self.last is not None:
+            self.show(self.last)
+
+    # --- actions ------------------------------------------------------------------------
+
+    def action_view(self, view: str) -> None:
+        self.query_one(TabbedContent).active = view
+        self.query_one(FOCUS[view]).focus()
+        if self.last is not None:
+            self.show(self.last)
+
+    def action_filter(self) -> None:
+        self.action_view("events")
+        self.query_one("#filter", Input).focus()
+
+    def action_leave_filter(self) -> None:
+        if self.focused is self.query_one("#filter", Input):
+            self.query_one("#log", EventLog).focus()
+
+    def action_toggle_log(self) -> None:
+        paused = False
+        for log in self.query(EventLog):
+            paused = log.toggle_pause()
+        self.notify("event log paused" if paused else "event log follows the run", timeout=2)
+
+    def _maps(self) -> list[SlotMap]:
+        return list(self.query(SlotMap))
+
+    def action_zoom(self, factor: float) -> None:
+        for m in self._maps():
+            m.zoom_by(factor)
+
+    def action_pan(self, steps: int) -> None:
+        for m in self._maps():
+            m.pan(steps)
+
+    def action_reset_zoom(self) -> None:
+        for m in self._maps():
+            m.reset_view()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter":
+            for log in self.query(EventLog):
+                log.set_filter(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            self.query_one("#log", EventLog).focus()
+
+    def on_event_log_selected(self, message: EventLog.Selected) -> None:
+        if message.log.id == "ov-log" and message.chosen and message.event is not None:
+            self.action_view("events")
+            self.query_one("#log", EventLog).select_seq(message.event.seq)
+            return
+        if message.log.id == "log":
+            self.query_one("#detail", EventDetail).show_event(message.event)
+
+    def set_recording_text(self, text: str) -> None:
+        self.query_one(RecBar).show_text(text)
