@@ -4,7 +4,10 @@ The test area is the selftest's: 2^17 pages at GPA 0x10000000, split evenly acro
 and 32,764 slots (the last slot takes the remainder). At each size:
 
 - create_all: every slot created through the full ioctl path (set_user_memory_region);
-- lookup: MemslotSet.lookup() for random gfns over the populated range;
+- lookup: MemslotSet.lookup() for random gfns over the populated range; lookup_same: one gfn
+  over and over, the same comparisons with the branch predictor and caches warm, which splits
+  the lookup's growth into comparison count (lookup_same) and mispredicted branches and cache
+  misses (the rest);
 - create, delete: one more DELETE and CREATE at that size, full ioctl path;
 - map: a vCPU faulting in pages one by one (a write to each, as the selftest's map test does).
 
@@ -30,7 +33,7 @@ from collections.abc import Callable
 from engine.bench import Measure, format_table
 from engine.model import constants as c
 from engine.model.guest import assemble
-from engine.model.vcpu import PAGE_MASK, Run, Vcpu
+from engine.model.vcpu import Run, Vcpu
 from engine.model.vm import VM
 from engine.sim.runtime import QUANTUM_NS
 
@@ -99,10 +102,12 @@ def _create_all(n: int, repeats: int) -> tuple[VM, float]:
     return vm, statistics.median(times) / 1e6
 
 
-def _lookup(vm: VM, plan: _Plan, rng: random.Random) -> float:
-    """Median ns per MemslotSet.lookup() of a random gfn in the populated range."""
+def _lookup(vm: VM, plan: _Plan, rng: random.Random, same: bool = False) -> float:
+    """Median ns per MemslotSet.lookup() of a random gfn in the populated range (of one
+    random gfn repeated, with ``same``)."""
     lookup = vm.active(0).lookup
-    gfns = [BASE_GFN + rng.randrange(AREA_PAGES) for _ in range(plan.lookups)]
+    gfns = [BASE_GFN + rng.randrange(AREA_PAGES) for _ in range(1 if same else plan.lookups)]
+    gfns *= plan.lookups // len(gfns)
     assert all(lookup(g) is not None for g in gfns)
 
     def run() -> None:
@@ -239,11 +244,11 @@ def _stage2_hit(vm: VM, plan: _Plan) -> tuple[float, float, float, float]:
     pages = vm.stage2[0].pages.get
     gpas = [code, data] * (hits // 2)
 
-    def hit(shift: int = c.PAGE_SHIFT, mask: int = PAGE_MASK) -> None:
+    def hit(shift: int = c.PAGE_SHIFT) -> None:
         for gpa in gpas:
-            page = pages(gpa >> shift)
-            if page is not None:
-                page + (gpa & mask)
+            spte = pages(gpa >> shift)
+            if spte is not None:
+                spte + gpa
 
     hit_ns = min(_timed(hit) for _ in range(plan.repeats)) / len(gpas)
     return figures[0], figures[1], dict_ns, hit_ns
@@ -262,6 +267,7 @@ def run_model_benchmarks(quick: bool) -> list[Measure]:
         out.append(Measure(f"model.create_all.{n}", create_all_ms, "ms"))
         lookup[n] = _lookup(vm, plan, rng)
         out.append(Measure(f"model.lookup.{n}", lookup[n], "ns"))
+        out.append(Measure(f"model.lookup_same.{n}", _lookup(vm, plan, rng, same=True), "ns"))
         create[n], delete[n] = _create_delete(vm, n, plan, rng)
         out.append(Measure(f"model.create.{n}", create[n], "us"))
         out.append(Measure(f"model.delete.{n}", delete[n], "us"))

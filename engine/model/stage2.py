@@ -1,6 +1,8 @@
 """The stage-2 mapping cache: what the hardware walks without asking KVM.
 
-``pages`` maps a gfn to the host address of the page backing it (an SPTE), ``writable`` holds
+``pages`` maps a gfn to its SPTE: the offset from the guest physical address to the host
+address backing it (``hva = spte + gpa``), so a hit translates with one addition rather than a
+mask and an addition. ``writable`` holds
 the gfns whose SPTE allows writes, and ``mmio`` remembers gfns known to have no memslot,
 stamped with the memslot generation they were learnt under, as x86 MMIO SPTEs are. A guest
 access that finds its gfn in ``pages`` (and, for a write, in ``writable``) never enters KVM and
@@ -8,6 +10,8 @@ takes no SRCU lock: the hit is one dict lookup, which is what hardware makes it.
 """
 
 from __future__ import annotations
+
+from engine.model.constants import PAGE_SHIFT
 
 
 class Stage2:
@@ -22,7 +26,8 @@ class Stage2:
         self.mmu_invalidate_seq = 0
 
     def install(self, gfn: int, hva: int, writable: bool) -> None:
-        self.pages[gfn] = hva
+        """Map gfn to the page at host address hva."""
+        self.pages[gfn] = hva - (gfn << PAGE_SHIFT)
         if writable:
             self.writable.add(gfn)
         else:

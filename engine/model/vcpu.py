@@ -114,7 +114,7 @@ class Vcpu:
         pages = stage2.pages
         writable = stage2.writable
         memory = self.vm.memory
-        shift, mask = c.PAGE_SHIFT, PAGE_MASK
+        shift = c.PAGE_SHIFT
         # Guest time executed but not yet yielded: instructions that hit in stage-2 touch
         # nothing another actor can see before this vCPU next yields, so up to horizon_ns of
         # them run as one step. Anything that enters KVM yields the pending time first, so
@@ -132,8 +132,8 @@ class Vcpu:
                 yield from self._stalled_exit()
                 continue
             rip = self.rip
-            page = pages.get(rip >> shift)
-            if page is None:
+            spte = pages.get(rip >> shift)
+            if spte is None:
                 if pending:
                     yield pending
                     pending = 0
@@ -141,7 +141,7 @@ class Vcpu:
                 if result is not None:
                     return result
                 continue
-            insn = memory.get(page + (rip & mask))
+            insn = memory.get(spte + rip)
             if not isinstance(insn, Insn):
                 # Not code: a triple fault in a guest with no IDT.
                 yield pending + insn_ns
@@ -155,17 +155,17 @@ class Vcpu:
             elif op in _DATA_OPS:
                 gpa = insn.arg
                 self.last_data_gpa = gpa
-                dpage = pages.get(gpa >> shift)
-                if dpage is None or (op != "load" and gpa >> shift not in writable):
+                dspte = pages.get(gpa >> shift)
+                if dspte is None or (op != "load" and gpa >> shift not in writable):
                     if pending:
                         yield pending
                         pending = 0
-                    access = "write" if op == "store" or dpage is not None else "read"
+                    access = "write" if op == "store" or dspte is not None else "read"
                     result = yield from self._page_fault(gpa, access, insn)
                     if result is not None:
                         return result
                     continue
-                hva = dpage + (gpa & mask)
+                hva = dspte + gpa
                 if op == "load":
                     self.acc = _word(memory.get(hva))
                 elif op == "store":

@@ -4,7 +4,6 @@ CLI in a fresh interpreter."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -70,17 +69,6 @@ def test_bad_arguments(case: str, tmp_path: Path) -> None:
     argv, fragments = ARGS[case]
     assert_refused(run_cli(*argv, cwd=tmp_path), *fragments)
     assert not (tmp_path / "sessions").exists()  # nothing was recorded
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("engine.backends.kvm.compare") is not None,
-    reason="the kvm backend's compare exists now",
-)
-@pytest.mark.parametrize("backend", ["kvm", "both"])
-def test_compare_without_the_kvm_backend(backend: str) -> None:
-    done = run_cli("compare", "--backend", backend, "--seeds", "1")
-    line = assert_refused(done, "kvm backend is not available yet")
-    assert done.returncode == 2, line
 
 
 # --- fault files -------------------------------------------------------------------------

@@ -3,10 +3,7 @@ aggregate runs the way they say, and the command prints a table or one JSON obje
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import types
 from typing import Any
 
 import pytest
@@ -183,31 +180,18 @@ def test_measure_compare_scaling_reports_both_sides(monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.parametrize("backend", ["kvm", "both"])
-def test_kvm_backend_missing_is_one_line(
-    backend: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Whether or not engine.backends.kvm.compare exists on this tree: without it, compare
-    says so in one line and exits 2; with it, compare hands the whole command over."""
-
-    # None in sys.modules makes the import fail as a missing module does.
-    monkeypatch.setitem(sys.modules, "engine.backends.kvm.compare", None)
-    args = argparse.Namespace(backend=backend, scenario="split", seeds=1, fault=[], json=False)
-    assert compare.cmd_compare(args) == 2
-    out, err = capsys.readouterr()
-    assert out == ""
-    assert "kvm backend is not available yet" in one_line(err)
-
-    handed: list[argparse.Namespace] = []
-
-    def compare_backends(a: argparse.Namespace) -> int:
-        handed.append(a)
-        return 0
-
-    fake = types.ModuleType("engine.backends.kvm.compare")
-    fake.compare_backends = compare_backends  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "engine.backends.kvm.compare", fake)
-    assert compare.cmd_compare(args) == 0
-    assert handed == [args]
+def test_compare_on_kvm_without_dev_kvm_is_one_line(backend: str) -> None:
+    """Wherever /dev/kvm is missing, compare --backend kvm|both refuses in one line, before
+    running anything, and names the fix."""
+    done = run_cli(
+        "compare", "--backend", backend, "--seeds", "1",
+        env={"SLOTLAB_KVM_DEVICE": "/nonexistent/kvm"},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stdout == ""
+    line = one_line(done.stderr)
+    assert "/nonexistent/kvm does not exist" in line
+    assert "drop --backend" in line
 
 
 def test_several_scenarios_share_one_pool() -> None:

@@ -69,6 +69,9 @@ def test_without_dev_kvm_one_line_says_how_to_fix_it_and_the_model_still_runs() 
     r = run_cli("kvm", "probe", env=NO_KVM)
     assert r.returncode == 1
     assert one_line(r.stdout).startswith("kvm: not usable: /nonexistent/kvm does not exist")
+    r = run_cli("compare", "--backend", "both", "--seeds", "1", env=NO_KVM)
+    assert r.returncode == 2
+    assert "/nonexistent/kvm does not exist" in one_line(r.stderr)
     r = run_cli("run", "--no-log", "--json", env=NO_KVM)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["verdict"] == "crashed"

@@ -27,6 +27,9 @@ def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
+ARENA_SLACK = 8
+
+
 def mappings() -> int:
     with open("/proc/self/maps") as f:
         return sum(1 for _ in f)
@@ -55,7 +58,9 @@ def test_500_vm_lifecycles_leave_no_fd_mapping_or_thread_behind() -> None:
         one_lifecycle(program)
     assert open_fds() == fds
     assert threading.active_count() == threads
-    assert mappings() == maps
+    # Python's allocator maps and unmaps arenas of its own as it likes, so a few mappings
+    # may come or go; a mapping leaked per lifecycle would show as 500.
+    assert abs(mappings() - maps) <= ARENA_SLACK
 
 
 def test_close_kicks_a_vcpu_thread_out_of_kvm_run_and_releases_everything() -> None:

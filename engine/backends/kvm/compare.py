@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from engine.backends.kvm.ioctl import kvm_usable
 from engine.backends.kvm.session import STRATEGIES, check_faults, check_scenario
 from engine.compare import VERDICT_COLOUR, aggregate, row_from_summary, run_one
 from engine.runner import make_config
@@ -67,6 +68,9 @@ def _scenarios(name: str) -> tuple[list[str], list[str]]:
     """Scenarios to run, and one line for each that real KVM cannot express."""
     from engine.backends.kvm.vm import KvmVM
 
+    usable, reason = kvm_usable()
+    if not usable:
+        raise ValueError(f"{reason} (the model's compare needs none of this: drop --backend)")
     names = builtin_names() if name == "all" else [name]
     with KvmVM() as vm:
         spaces = vm.nr_address_spaces
@@ -209,7 +213,11 @@ def _table(
         if both:
             m = row["model"]
             cells += [_cell(m), str(m["internal_errors"])]
-        cells += [_cell(k), str(k["internal_errors"]), format_ns(k["latency_p50_ns"])]
+        cells += [
+            _cell(k),
+            str(k["internal_errors"]),
+            format_ns(k["latency_p50_ns"]) if k["latency_p50_ns"] else "-",
+        ]
         if both:
             cells.append("[green]yes[/]" if not row["disagreement"] else "[magenta]NO[/]")
         table.add_row(*cells)
