@@ -26,3 +26,6 @@ test: lint
 
 bench: setup
 	$(BIN)/slotlab bench $(ARGS)
+
+screenshots: setup
+	$(BIN)/python -m tui.screenshots

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import time
 import unicodedata
@@ -15,6 +16,7 @@ from textual.geometry import Size
 from textual.keys import _get_unicode_name_from_key
 
 from tui.app import SlotlabApp
+from tui.palette import Palette
 from tui.screens.monitor import MonitorScreen
 
 from .helpers import screen_text, settle
@@ -147,3 +149,32 @@ async def test_usable_at_80x24(app_factory: AppFactory) -> None:
         text = screen_text(app)
         for needle in ("PAUSED", "active", "inactive", "rip ▲", "vCPU", "kvm->srcu", "REC", "Step"):
             assert needle in text, needle
+
+
+@pytest.mark.asyncio
+async def test_start_up_objects_are_frozen_for_the_apps_lifetime(app_factory: AppFactory) -> None:
+    """The collector's full passes skip what lives as long as the app (they were the slowest
+    frames at 64 x 1,024), and the app hands it back when it exits."""
+    app = app_factory()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.asyncio
+async def test_a_palette_search_ending_after_escape_is_harmless(app_factory: AppFactory) -> None:
+    """The palette's search worker may report after the palette is gone (found by the random
+    keys): its last update must not take the app down."""
+    app = app_factory()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+p", *"pause")
+        palette = app.screen
+        assert isinstance(palette, Palette)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is not palette
+        palette._list_visible = not palette._list_visible  # what the late worker does
+        await settle(app, pilot)
+        assert app.is_running

@@ -17,6 +17,12 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+# Enough for the visible rows of this frame and the last one. More is worse: at 64 vCPUs every
+# row's key changes every frame, so a large cache fills with strips no frame will ask for
+# again, each holding Textual's own per-strip caches, and the garbage collector's full
+# collections over them stall frames (a 4096-row cache cost 60 ms pauses at 64 x 1,024).
+ROW_CACHE = 256
+
 
 class RowView(ScrollView, can_focus=True):
     """Rows are keys; subclasses draw a key with ``render_row``."""
@@ -26,7 +32,7 @@ class RowView(ScrollView, can_focus=True):
     def __init__(self, *, name: str | None = None, id: str | None = None) -> None:
         super().__init__(name=name, id=id)
         self._rows: list[Hashable] = []
-        self._cache: LRUCache[tuple[Hashable, int], Strip] = LRUCache(4096)
+        self._cache: LRUCache[tuple[Hashable, int], Strip] = LRUCache(ROW_CACHE)
         self._styles: dict[str, Style] = {}
         self._content_width = 0
 
