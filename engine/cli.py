@@ -140,6 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError, ScenarioError, FaultError, LogError) as err:
         print(f"slotlab: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`slotlab scenarios | head`): stop quietly, as cat does. Point
+        # stdout at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("slotlab: interrupted", file=sys.stderr)
         return 130
@@ -241,7 +246,10 @@ def print_summary(s: dict[str, Any]) -> None:
         ("#UD injected", str(s["ud_injected"])),
         (
             "update latency",
-            f"p50 {format_ns(lat['p50'])}  p99 {format_ns(lat['p99'])}  max {format_ns(lat['max'])}",
+            # Every completed update takes time in the kernel: a zero maximum means none did.
+            f"p50 {format_ns(lat['p50'])}  p99 {format_ns(lat['p99'])}  max {format_ns(lat['max'])}"
+            if lat["max"]
+            else "no update completed",
         ),
         ("vCPU stall", format_ns(s["vcpu_stall_ns"])),
         ("events", f"{s['events']} over {format_ns(s['virtual_ns'])} virtual"),

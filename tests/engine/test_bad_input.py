@@ -71,6 +71,21 @@ def test_bad_arguments(case: str, tmp_path: Path) -> None:
     assert not (tmp_path / "sessions").exists()  # nothing was recorded
 
 
+def test_a_reader_that_goes_away_gets_no_traceback() -> None:
+    """`slotlab scenarios | head -1`: the pipe closes under the writer."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line is written
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "scenarios"],
+        stdout=write, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env, timeout=60,
+        check=False,
+    )  # fmt: skip
+    os.close(write)
+    assert done.returncode == 1
+    assert done.stderr == ""
+
+
 # --- fault files -------------------------------------------------------------------------
 
 FAULT_FILES = {
