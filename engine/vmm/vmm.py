@@ -294,48 +294,53 @@ class Vmm:
 
     # --- exits ----------------------------------------------------------------------------
 
-    def serve_mmio(self, vcpu: Vcpu, exit: VcpuExit) -> None:
-        """address_space_rw() through the published FlatView."""
-        gpa, data = exit.phys_addr, exit.data
-        view = self.views[vcpu.as_id]
-        r = view.lookup(gpa)
-        memory = self.vm.memory
+    def route_mmio(self, as_id: int, gpa: int, is_write: bool) -> tuple[str, str, FlatRange | None]:
+        """Where address_space_rw() sends an MMIO exit through the published FlatView: the
+        target, the region's name, and the RAM range to access (None when no RAM is touched:
+        unassigned, a device, a naive VMM dropping it, a write to ROM)."""
+        r = self.views[as_id].lookup(gpa)
         if r is None:
-            target, name, value = "unassigned", "", ALL_ONES
-        elif r.kind == "mmio":
-            target, name, value = "device", r.name, ALL_ONES
-        elif self.naive:
-            target, name, value = "dropped", r.name, 0
-        else:
-            target, name = r.kind, r.name
-            hva = r.hva_of(gpa)
-            if exit.is_write:
-                if r.readonly:
-                    target = "rom-ignored"
-                else:
-                    memory[hva] = data
-                value = data
-            else:
-                raw = memory.get(hva)
-                value = raw if isinstance(raw, int) else 0
-        if not exit.is_write:
-            vcpu.mmio_data = value
+            return "unassigned", "", None
+        if r.kind == "mmio":
+            return "device", r.name, None
+        if self.naive:
+            return "dropped", r.name, None
+        if is_write and r.readonly:
+            return "rom-ignored", r.name, None
+        return r.kind, r.name, r
+
+    def served(
+        self, vcpu: int, gpa: int, is_write: bool, data: int, target: str, name: str
+    ) -> None:
         self.bus.emit(
-            MmioServed(
-                vcpu=vcpu.index,
-                gpa=gpa,
-                is_write=exit.is_write,
-                data=data if exit.is_write else value,
-                target=target,
-                region=name,
-            )
+            MmioServed(vcpu=vcpu, gpa=gpa, is_write=is_write, data=data, target=target, region=name)
         )
+
+    def serve_mmio(self, vcpu: Vcpu, exit: VcpuExit) -> None:
+        gpa, data = exit.phys_addr, exit.data
+        target, name, ram = self.route_mmio(vcpu.as_id, gpa, exit.is_write)
+        memory = self.vm.memory
+        if exit.is_write:
+            if ram is not None:
+                memory[ram.hva_of(gpa)] = data
+        else:
+            if ram is not None:
+                raw = memory.get(ram.hva_of(gpa))
+                data = raw if isinstance(raw, int) else 0
+            else:
+                data = 0 if target == "dropped" else ALL_ONES
+            vcpu.mmio_data = data
+        self.served(vcpu.index, gpa, exit.is_write, data, target, name)
 
     def stop_vm(self, reason: str, vcpu: int, rip: int = 0, gpa: int = 0) -> None:
         if self.stopped_reason:
             return
         self.stopped_reason = reason
         self.bus.emit(VmStopped(reason=reason, vcpu=vcpu, rip=rip, gpa=gpa))
+        self.halt()
+
+    def halt(self) -> None:
+        """End the run once the VM is stopped."""
         self.session.seq.finish("vm stopped")
 
     def write_guest(self, gpa: int, value: object, as_id: int = 0) -> None:

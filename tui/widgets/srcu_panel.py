@@ -27,7 +27,7 @@ class SrcuPanel(RowView):
         "srcu--dim",
         "srcu--phase",
         "srcu--phase-done",
-        "srcu--phase-todo",
+        "srcu--phase-pending",
         "srcu--blocking",
         "srcu--current",
     }
@@ -155,7 +155,7 @@ class SrcuPanel(RowView):
             elif i == current:
                 style, mark = self.style("srcu--phase"), "▶"
             else:
-                style, mark = self.style("srcu--phase-todo"), "·"
+                style, mark = self.style("srcu--phase-pending"), "·"
             parts.append((f"[{mark}{label}]", style))
             if i < 2:
                 parts.append(("─", self.style("srcu--dim")))

@@ -18,7 +18,7 @@ class Timeline(Widget):
 
     COMPONENT_CLASSES = {
         "timeline--done",
-        "timeline--todo",
+        "timeline--pending",
         "timeline--mark",
         "timeline--end",
         "timeline--text",
@@ -63,13 +63,15 @@ class Timeline(Widget):
                 cells[min(cols - 1, index * cols // self.total)] = glyph
             segs = [Segment(" [", text)]
             done = self.get_component_rich_style("timeline--done")
-            todo = self.get_component_rich_style("timeline--todo")
+            pending = self.get_component_rich_style("timeline--pending")
             mark = self.get_component_rich_style("timeline--mark")
             for i, ch in enumerate(cells):
                 if ch != " ":
-                    segs.append(Segment(ch, mark + (done if i < filled else todo)))
+                    segs.append(Segment(ch, mark + (done if i < filled else pending)))
                 else:
-                    segs.append(Segment("█" if i < filled else "·", done if i < filled else todo))
+                    segs.append(
+                        Segment("█" if i < filled else "·", done if i < filled else pending)
+                    )
             segs.append(Segment("]", text))
             return Strip(segs).adjust_cell_length(width, text)
         if y == 1:

@@ -51,10 +51,8 @@ from engine.events import (
     IoctlEnter,
     IoctlExit,
     MemslotChange,
-    MmioServed,
     Note,
     Subscriber,
-    VmStopped,
 )
 from engine.faults import FaultError, Injector, parse_fault
 from engine.log import Header, LogWriter, VerdictLine
@@ -484,43 +482,23 @@ class KvmVmm(Vmm):
         """address_space_rw() through the published FlatView (the old one while a transaction
         is in flight, so an access taken in the update window still lands in RAM)."""
         gpa, size = mmio.phys_addr, mmio.len
-        r = self.views[0].lookup(gpa)
-        value = b""
-        if r is None:
-            target, name, value = "unassigned", "", ALL_ONES[:size]
-        elif r.kind == "mmio":
-            target, name, value = "device", r.name, ALL_ONES[:size]
-        elif self.naive:
-            target, name, value = "dropped", r.name, bytes(size)
+        target, name, ram = self.route_mmio(0, gpa, mmio.is_write)
+        if mmio.is_write:
+            if ram is not None:
+                hva = ram.hva_of(gpa)
+                self.ks.memory.write(hva, mmio.data[:size])
+                self._vmm_pages.add(hva >> c.PAGE_SHIFT)
+            data = mmio.value
         else:
-            target, name = r.kind, r.name
-            hva = r.hva_of(gpa)
-            if mmio.is_write:
-                if r.readonly:
-                    target = "rom-ignored"
-                else:
-                    self.ks.memory.write(hva, mmio.data[:size])
-                    self._vmm_pages.add(hva >> c.PAGE_SHIFT)
+            if ram is not None:
+                value = self.ks.memory.read(ram.hva_of(gpa), size)
             else:
-                value = self.ks.memory.read(hva, size)
-        if not mmio.is_write:
+                value = bytes(size) if target == "dropped" else ALL_ONES[:size]
             runner.vcpu.complete_mmio_read(value)
-        self.bus.emit(
-            MmioServed(
-                vcpu=runner.index,
-                gpa=gpa,
-                is_write=mmio.is_write,
-                data=mmio.value if mmio.is_write else int.from_bytes(value, "little"),
-                target=target,
-                region=name,
-            )
-        )
+            data = int.from_bytes(value, "little")
+        self.served(runner.index, gpa, mmio.is_write, data, target, name)
 
-    def stop_vm(self, reason: str, vcpu: int, rip: int = 0, gpa: int = 0) -> None:
-        if self.stopped_reason:
-            return
-        self.stopped_reason = reason
-        self.bus.emit(VmStopped(reason=reason, vcpu=vcpu, rip=rip, gpa=gpa))
+    def halt(self) -> None:
         self.ks.request_stop()
 
     def write_guest(self, gpa: int, value: object, as_id: int = 0) -> None:
