@@ -32,7 +32,7 @@ from tui.engine_host import EngineHost
 from tui.keymap import KeymapError, load_keymap
 from tui.options import LaunchOptions
 from tui.palette import Palette
-from tui.screens.compare import CompareFn, CompareScreen
+from tui.screens.compare import DEFAULT_SEEDS, CompareFn, CompareScreen
 from tui.screens.error import ErrorScreen
 from tui.screens.help import HelpScreen
 from tui.screens.live import LiveScreen
@@ -72,6 +72,7 @@ class SlotlabApp(App[int]):
         self.options = options or LaunchOptions()
         self.compare_fn = compare_fn
         self.compare_jobs = compare_jobs
+        self.compare_seeds = DEFAULT_SEEDS
         self.host = EngineHost(self._engine_done)
         self.engine_error: str | None = None
         self.error_log: str | None = None
@@ -212,7 +213,11 @@ class SlotlabApp(App[int]):
             return
         if isinstance(self.screen, CompareScreen):
             return
-        self.push_screen(CompareScreen(scenario, faults, self.compare_fn, jobs=self.compare_jobs))
+        self.push_screen(
+            CompareScreen(
+                scenario, faults, self.compare_fn, seeds=self.compare_seeds, jobs=self.compare_jobs
+            )
+        )
 
     # --- the command palette ---------------------------------------------------------------
 

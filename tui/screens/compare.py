@@ -24,6 +24,7 @@ from engine.vmm.strategies import STRATEGIES
 from tui.format import format_ns
 from tui.palette import dismiss_once
 from tui.widgets.bar_chart import BarChart
+from tui.worker_fds import prepare_worker_processes
 
 CompareFn = Callable[..., list[dict[str, Any]]]
 DEFAULT_SEEDS = 5
@@ -82,6 +83,8 @@ class CompareScreen(Screen[None]):
         self.start()
 
     def start(self) -> None:
+        # Here, on the UI thread: the worker thread below may spawn processes.
+        prepare_worker_processes()
         self.query_one("#compare-status", Static).update(
             f"running {len(STRATEGIES)} strategies x {self.seeds} seeds ..."
         )
