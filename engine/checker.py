@@ -8,7 +8,8 @@ It watches for what the 2022 thread argued about, and says it in the kernel's te
   transaction maps both before and after.
 - lost writes: a guest write the VMM dropped instead of landing it in RAM.
 - lost dirty bits: pages the guest dirtied that no KVM_GET_DIRTY_LOG reported before the
-  slot's bitmap was destroyed (DELETE, or logging switched off).
+  slot's bitmap was destroyed, each named with the write that set it and the sync and ioctl it
+  fell between (engine.dirtycheck).
 - liveness: a vCPU retrying the same fetch with no update in flight is livelocked.
 
 Verdicts, most serious first: violation, crashed, livelock, ok.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from engine.dirtycheck import DirtyTracker
 from engine.events import (
     DirtyLog,
     Event,
@@ -65,8 +67,7 @@ class Checker:
         self._ioctl: IoctlEnter | None = None
         self._publish_t = 0
         self._len0: dict[int, tuple[int, int, int]] = {}  # vcpu -> (gpa, count, first t)
-        self._dirty: dict[tuple[int, int], set[int]] = {}
-        self._bases: dict[tuple[int, int], int] = {}
+        self.dirty = DirtyTracker()
         self._seen_uaf: set[tuple[str, int]] = set()
         self.ud_injected = 0
 
@@ -83,6 +84,7 @@ class Checker:
             self._txn = None
         elif kind is IoctlEnter:
             self._ioctl = ev  # type: ignore[assignment]
+            self.dirty.ioctl(ev)  # type: ignore[arg-type]
         elif kind is SwapPublish:
             self._publish_t = ev.t
         elif kind is IoctlExit:
@@ -92,10 +94,7 @@ class Checker:
         elif kind is MemslotChange:
             self._memslot(ev)  # type: ignore[arg-type]
         elif kind is DirtyLog:
-            assert isinstance(ev, DirtyLog)
-            pending = self._dirty.get((ev.slot >> 16, ev.slot & 0xFFFF))
-            if pending is not None:
-                pending.difference_update(ev.pages)
+            self.dirty.harvest(ev)  # type: ignore[arg-type]
         elif kind is Exit:
             self._exit(ev)  # type: ignore[arg-type]
         elif kind is UdInjected:
@@ -148,11 +147,7 @@ class Checker:
             self.bus.emit(v)
 
     def _fault(self, ev: Fault) -> None:
-        if ev.outcome == "dirty":
-            key = (ev.as_id, ev.slot)
-            self._dirty.setdefault(key, set()).add(
-                (ev.gpa >> c.PAGE_SHIFT) - self._bases.get(key, 0)
-            )
+        self.dirty.fault(ev)
         if ev.outcome not in NO_SLOT:
             self._len0.pop(ev.vcpu, None)
             return
@@ -185,27 +180,10 @@ class Checker:
                 )
 
     def _memslot(self, ev: MemslotChange) -> None:
-        key = (ev.as_id, ev.id)
-        if ev.step != "commit":
-            return
-        # Switching logging off ends the migration (its last sync runs with the VM stopped),
-        # so only a bitmap destroyed while logging goes on loses anything that matters.
-        log_off = ev.change == "FLAGS_ONLY" and not ev.flags & c.KVM_MEM_LOG_DIRTY_PAGES
-        destroyed = log_off or ev.change in ("DELETE", "REPLACE", "CONVERT_OUT")
-        pending = self._dirty.get(key)
-        if destroyed and pending and not log_off:
+        for bit in self.dirty.memslot(ev):
             self._violate(
-                "lost_dirty",
-                f"slot {ev.id} lost {len(pending)} dirty page(s) (offsets {sorted(pending)[:4]}...) to "
-                f"{ev.change}: the guest wrote them after the last KVM_GET_DIRTY_LOG and the bitmap "
-                "was destroyed with the slot",
+                "lost_dirty", bit.describe(), bit.write.vcpu, bit.write.gpa & ~(c.PAGE_SIZE - 1)
             )
-        if destroyed:
-            self._dirty.pop(key, None)
-        if ev.change in ("CREATE", "MOVE", "REPLACE", "CONVERT_IN"):
-            self._bases[key] = ev.base_gfn
-            if ev.change != "MOVE":
-                self._dirty.pop(key, None)
 
     def _exit(self, ev: Exit) -> None:
         if ev.reason != "KVM_EXIT_INTERNAL_ERROR" or self.crash:

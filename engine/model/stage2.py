@@ -58,11 +58,15 @@ class Stage2:
         return count
 
     def write_protect(self, start_gfn: int, end_gfn: int) -> None:
-        """Clear the writable bit so the next write faults (dirty logging)."""
+        """Clear the writable bit so the next write faults (dirty logging).
+
+        Always in place: a vCPU inside KVM_RUN walks these very containers, as hardware walks
+        the live page tables, and kvm_mmu_slot_remove_write_access() plus the TLB flush that
+        follows it reach a vCPU already running in the guest."""
         if end_gfn - start_gfn < len(self.writable):
             self.writable.difference_update(range(start_gfn, end_gfn))
         else:
-            self.writable = {g for g in self.writable if not start_gfn <= g < end_gfn}
+            self.writable.difference_update([g for g in self.writable if start_gfn <= g < end_gfn])
 
     def write_protect_pages(self, gfns: list[int]) -> None:
         self.writable.difference_update(gfns)

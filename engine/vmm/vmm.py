@@ -233,6 +233,8 @@ class Vmm:
     async def ioctl_convert(
         self, as_id: int, old_ids: list[int], regions: list[MemoryRegion]
     ) -> None:
+        # QEMU's region_del harvests the log of every slot that leaves, whatever ioctl follows.
+        self._sync_before([MemoryRegion((as_id << 16) | id, 0, 0, 0, 0) for id in old_ids])
         await self._batch(
             "KVM_CONVERT_MEMORY_REGIONS",
             lambda: batch.prepare_convert(self.vm, as_id, old_ids, regions),

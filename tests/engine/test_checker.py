@@ -200,8 +200,9 @@ def test_lost_dirty_bits(destroy: MemslotChange, lost: bool) -> None:
     v = feed(Checker(atomic=False), stream).verdict()
     assert (v.verdict == "violation") is lost
     if lost:
-        assert v.violations[0]["kind"] == "lost_dirty"
-        assert "2 dirty page(s)" in v.violations[0]["message"]
+        assert [x["kind"] for x in v.violations] == ["lost_dirty", "lost_dirty"]
+        assert "page 2)" in v.violations[0]["message"]
+        assert "page 5)" in v.violations[1]["message"]
 
 
 def test_harvested_dirty_bits_are_not_lost() -> None:
@@ -221,7 +222,28 @@ def test_harvested_dirty_bits_are_not_lost() -> None:
         _slot("DELETE"),
     ]
     v = feed(Checker(atomic=False), partly).verdict()
-    assert "1 dirty page(s)" in v.violations[0]["message"]
+    assert len(v.violations) == 1
+    assert "GPA 0x15000 (as_id 0 slot 1 page 5)" in v.violations[0]["message"]
+
+
+def test_each_lost_dirty_bit_names_its_write_sync_and_ioctl() -> None:
+    delete = IoctlEnter(actor="vmm", ioctl="KVM_SET_USER_MEMORY_REGION", slot=1, memory_size=0)
+    stream: list[Event] = [
+        _slot("CREATE"),  # t=0
+        _dirty(2),  # t=10: harvested below
+        DirtyLog(slot=1, pages=[2]),  # t=20: the last sync
+        Fault(vcpu=1, gpa=0x13008, access="write", outcome="dirty", slot=1),  # t=30
+        delete,  # t=40
+        _slot("DELETE"),  # t=50
+    ]
+    checker = feed(Checker(atomic=False), stream)
+    (v,) = checker.violations
+    assert (v.check, v.vcpu, v.gpa) == ("lost_dirty", 1, 0x13000)
+    assert v.message == (
+        "dirty bit of GPA 0x13000 (as_id 0 slot 1 page 3) lost: vcpu1 set it by writing "
+        "0x13008 at t=30ns, after the slot's last KVM_GET_DIRTY_LOG at t=20ns, and "
+        "KVM_SET_USER_MEMORY_REGION entered at t=40ns freed the bitmap with DELETE"
+    )
 
 
 def test_use_after_free_reported_once_per_reader_and_set() -> None:
