@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Event(msgspec.Struct, tag_field="kind", kw_only=True, gc=False):

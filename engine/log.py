@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import Any, Union
 
 import msgspec
 
 from engine import events as ev
 from engine.events import SCHEMA_VERSION, Event
+from engine.logio import LogIOError, display_name, log_lines, open_sink
+
+READABLE_SCHEMAS = (1, SCHEMA_VERSION)
+"""Schema 1 differs from 2 only in its verdict line's summary, which recorded the log's path."""
 
 FLUSH_SECONDS = 0.1
 FLUSH_BYTES = 1 << 16
@@ -61,8 +65,8 @@ class LogError(ValueError):
 class LogWriter:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[bytes] = self.path.open("wb")
+        self._file = open_sink(self.path)
+        self._closed = False
         self._encoder = msgspec.json.Encoder()
         self._buf = bytearray()
         self._last_flush = time.monotonic()
@@ -78,7 +82,8 @@ class LogWriter:
         self._line(event)
 
     def write_verdict(self, line: VerdictLine) -> None:
-        self._line(line)
+        # Where the log lives is not part of the run: the same run gives the same bytes.
+        self._line(verdict_line(line.verdict, line.explanation, line.summary))
         self.close()
 
     def _line(self, obj: Any) -> None:
@@ -89,7 +94,7 @@ class LogWriter:
             self.flush()
 
     def flush(self) -> None:
-        if self._buf and not self._file.closed:
+        if self._buf and not self._closed:
             self._file.write(self._buf)
             self.bytes += len(self._buf)
             self._buf.clear()
@@ -97,8 +102,9 @@ class LogWriter:
         self._last_flush = time.monotonic()
 
     def close(self) -> None:
-        if not self._file.closed:
+        if not self._closed:
             self.flush()
+            self._closed = True
             self._file.close()
 
 
@@ -107,60 +113,71 @@ class SessionLog(msgspec.Struct):
     events: list[Event]
     verdict: VerdictLine | None
     event_lines: list[bytes]
+    verdict_line: bytes = b""
+    """The verdict line as written, so verification compares bytes, not a re-encoding."""
 
 
 _decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(LogLine)
 
 
 def read_log(path: str | Path) -> SessionLog:
-    """Parse and validate a session log; LogError names the file, line and reason."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as err:
-        raise LogError(f"{p}: cannot read: {err.strerror}") from None
-    if not data:
-        raise LogError(f"{p}:1: empty file, not a slotlab session log")
-    lines = data.split(b"\n")
-    truncated = lines[-1] != b""
-    if not truncated:
-        lines.pop()
+    """Parse and validate a session log (plain, gzip, zstd, or `-` for stdin); LogError names
+    the file, line and reason."""
+    p = display_name(path)
     header: Header | None = None
     events: list[Event] = []
     raw: list[bytes] = []
     verdict: VerdictLine | None = None
-    for no, line in enumerate(lines, 1):
-        if truncated and no == len(lines):
-            raise LogError(
-                f"{p}:{no}: truncated line (the run was killed mid-write?); {no - 1} complete lines precede it"
-            )
-        try:
-            obj = _decoder.decode(line)
-        except msgspec.ValidationError as err:
-            raise LogError(f"{p}:{no}: not a slotlab log line: {err}") from None
-        except msgspec.DecodeError as err:
-            raise LogError(f"{p}:{no}: corrupted line: {err}") from None
-        if no == 1:
-            if not isinstance(obj, Header):
+    verdict_line = b""
+    no = 0
+    try:
+        for line in log_lines(path):
+            no += 1
+            if not line.endswith(b"\n"):
                 raise LogError(
-                    f"{p}:1: the first line must be the header, found {type(obj).__name__}"
+                    f"{p}:{no}: truncated line (the run was killed mid-write?); {no - 1} complete lines precede it"
                 )
-            if obj.schema != SCHEMA_VERSION:
-                raise LogError(
-                    f"{p}:1: schema {obj.schema}, this slotlab reads schema {SCHEMA_VERSION}"
-                )
-            header = obj
-        elif isinstance(obj, Header):
-            raise LogError(f"{p}:{no}: a second header")
-        elif isinstance(obj, VerdictLine):
-            if no != len(lines):
-                raise LogError(f"{p}:{no}: the verdict must be the last line")
-            verdict = obj
-        else:
-            events.append(obj)
-            raw.append(line)
-    assert header is not None
-    return SessionLog(header, events, verdict, raw)
+            line = line[:-1]
+            if verdict is not None:
+                raise LogError(f"{p}:{no - 1}: the verdict must be the last line")
+            try:
+                obj = _decoder.decode(line)
+            except msgspec.ValidationError as err:
+                raise LogError(f"{p}:{no}: not a slotlab log line: {err}") from None
+            except msgspec.DecodeError as err:
+                raise LogError(f"{p}:{no}: corrupted line: {err}") from None
+            if no == 1:
+                header = check_header(obj, p)
+            elif isinstance(obj, Header):
+                raise LogError(f"{p}:{no}: a second header")
+            elif isinstance(obj, VerdictLine):
+                verdict, verdict_line = obj, line
+            else:
+                events.append(obj)
+                raw.append(line)
+    except LogIOError as err:
+        raise LogError(str(err)) from None
+    if header is None:
+        raise LogError(f"{p}:1: empty file, not a slotlab session log")
+    return SessionLog(header, events, verdict, raw, verdict_line)
+
+
+def check_header(obj: object, name: str) -> Header:
+    """The first line of a log must be a header of a schema this slotlab reads."""
+    if not isinstance(obj, Header):
+        raise LogError(f"{name}:1: the first line must be the header, found {type(obj).__name__}")
+    if obj.schema not in READABLE_SCHEMAS:
+        raise LogError(
+            f"{name}:1: schema {obj.schema}, this slotlab reads schemas "
+            f"{', '.join(map(str, READABLE_SCHEMAS))}"
+        )
+    return obj
+
+
+def verdict_line(verdict: str, explanation: str, summary: dict[str, Any]) -> VerdictLine:
+    """The verdict line a run writes: its summary less where the log lives."""
+    kept = {k: v for k, v in summary.items() if k != "log"}
+    return VerdictLine(verdict=verdict, explanation=explanation, summary=kept)
 
 
 def encode_event(event: Event) -> bytes:

@@ -12,7 +12,7 @@ import trio
 from engine.checker import Checker, Verdict
 from engine.events import Command, Event, Violation
 from engine.faults import parse_fault, parse_fault_file
-from engine.log import LogError, SessionLog, encode_event, read_log
+from engine.log import LogError, SessionLog, encode_event, read_log, verdict_line
 from engine.scenarios import Scenario, load_scenario, parse_scenario
 from engine.scenarios.loader import builtin_dir
 from engine.session import RunConfig, Session
@@ -146,7 +146,7 @@ def verify_log(path: str) -> VerifyResult:
         config_from_log(log)
     except ValueError as err:
         raise LogError(f"{path}:1: the header cannot be replayed: {err}") from None
-    produced, _ = replay_events(log)
+    produced, session = replay_events(log)
     if log.verdict is None and produced[: len(log.event_lines)] == log.event_lines:
         raise LogError(
             f"{path}:{len(log.event_lines) + 2}: no verdict line: the run was cut short; its "
@@ -165,7 +165,31 @@ def verify_log(path: str) -> VerifyResult:
             len(produced),
             f"the log has {len(log.event_lines)} events, the replay produced {len(produced)}",
         )
-    return VerifyResult(True, len(produced), f"{len(produced)} events identical, byte for byte")
+    mismatch = verdict_mismatch(log, session)
+    if mismatch:
+        return VerifyResult(False, len(produced), mismatch)
+    return VerifyResult(
+        True, len(produced), f"{len(produced)} events and the verdict identical, byte for byte"
+    )
+
+
+def verdict_mismatch(log: SessionLog, session: Session) -> str:
+    """The replay's own verdict line against the recorded one; '' when they agree.
+
+    Schema 1 logs recorded their own path in the summary, so for them the comparison is of
+    the decoded line less that key; from schema 2 on it is of the bytes.
+    """
+    verdict = session.result or session.checker.verdict()
+    derived = verdict_line(verdict.verdict, verdict.explanation, session.summary())
+    want = log.verdict_line
+    got = msgspec.json.encode(derived)
+    if log.header.schema < 2 and log.verdict is not None:
+        want = msgspec.json.encode(
+            verdict_line(log.verdict.verdict, log.verdict.explanation, log.verdict.summary)
+        )
+    if want == got:
+        return ""
+    return f"the verdict line differs:\n  log:    {want.decode()}\n  replay: {got.decode()}"
 
 
 def check_log(path: str) -> tuple[Verdict, SessionLog]:

@@ -20,7 +20,7 @@ import trio
 
 from engine import __version__
 from engine.checker import Checker, Verdict
-from engine.events import Command, Event, EventBus, Subscriber
+from engine.events import SCHEMA_VERSION, Command, Event, EventBus, Subscriber
 from engine.faults import FaultError, Injector, parse_fault
 from engine.log import Header, LogWriter, VerdictLine
 from engine.model import constants as c
@@ -180,7 +180,7 @@ class Session:
     def header(self) -> Header:
         cfg = self.config
         return Header(
-            schema=1,
+            schema=SCHEMA_VERSION,
             tool=f"slotlab {__version__}",
             seed=cfg.seed,
             scenario=cfg.scenario.name,

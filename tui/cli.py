@@ -208,6 +208,11 @@ def _dispatch(args: list[str]) -> int:
         return cmd_serve(args[1:])
     if command == "replay" and "--verify" not in args:
         ns = build_parser().parse_args(args)
+        if ns.log == "-":
+            raise ValueError(
+                "replay -: the TUI takes its keys from stdin, so it cannot read a log from it; "
+                "give a file (plain, .gz or .zst), or use --verify"
+            )
         from tui.replay_driver import ReplayDriver
 
         ReplayDriver(ns.log)  # a bad log is one line and status 2, before the TUI starts

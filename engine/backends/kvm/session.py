@@ -42,6 +42,7 @@ from engine.backends.kvm.vm import KvmVM
 from engine.backends.kvm.x86 import X86Program, translate
 from engine.checker import Checker, Verdict
 from engine.events import (
+    SCHEMA_VERSION,
     DirtyLog,
     Event,
     EventBus,
@@ -771,7 +772,7 @@ class KvmSession:
     def header(self) -> Header:
         cfg = self.config
         return Header(
-            schema=1,
+            schema=SCHEMA_VERSION,
             tool=f"slotlab {__version__}",
             seed=cfg.seed,
             scenario=cfg.scenario.name,
