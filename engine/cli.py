@@ -18,6 +18,7 @@ from engine.faults import FAULT_KINDS, FaultError
 from engine.log import LogError
 from engine.runner import check_log, make_config, run_session, summary_json, verify_log
 from engine.scenarios import ScenarioError, builtin_names, load_scenario
+from engine.sim.perturb import Perturb, parse_perturb
 from engine.units import format_ns, parse_duration
 from engine.vmm.strategies import STRATEGIES
 
@@ -37,6 +38,13 @@ class _Parser(argparse.ArgumentParser):
 def _duration(text: str) -> int:
     try:
         return parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _perturb(text: str) -> Perturb:
+    try:
+        return parse_perturb(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
@@ -101,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-log", action="store_true", help="do not record a session log")
     run.add_argument("--json", action="store_true", help="print one JSON object")
+    run.add_argument(
+        "--perturb",
+        type=_perturb,
+        metavar="SPEC",
+        help="schedule perturbation as `slotlab hunt` and `shrink` print it",
+    )
     rep = sub.add_parser("replay", help="re-execute a session log")
     rep.add_argument("log")
     rep.add_argument(
@@ -204,6 +218,7 @@ def run_config(args: argparse.Namespace) -> Any:
         faults_file=args.faults,
         host=dict(args.host),
         naive=args.naive,
+        perturb=getattr(args, "perturb", None),
     )
 
 

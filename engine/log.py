@@ -19,6 +19,7 @@ from engine.logio import LogIOError, display_name, log_lines, open_sink
 
 READABLE_SCHEMAS = (1, SCHEMA_VERSION)
 """Schema 1 differs from 2 only in its verdict line's summary, which recorded the log's path."""
+from engine.sim.perturb import Perturb
 
 FLUSH_SECONDS = 0.1
 FLUSH_BYTES = 1 << 16
@@ -38,6 +39,9 @@ class Header(msgspec.Struct, tag_field="kind", tag="header", kw_only=True):
     naive: bool
     scenario_text: str
     """The scenario file itself, so a log replays without the file it came from."""
+    perturb: Perturb | msgspec.UnsetType = msgspec.UNSET
+    """`slotlab hunt`'s schedule perturbation; absent (not null) from an unperturbed run's
+    header, so those logs stay byte for byte what they were."""
 
 
 class VerdictLine(msgspec.Struct, tag_field="kind", tag="verdict", kw_only=True):

@@ -16,6 +16,7 @@ from engine.log import LogError, SessionLog, encode_event, read_log, verdict_lin
 from engine.scenarios import Scenario, load_scenario, parse_scenario
 from engine.scenarios.loader import builtin_dir
 from engine.session import RunConfig, Session
+from engine.sim.perturb import Perturb
 from engine.vmm.strategies import get_strategy
 
 
@@ -29,6 +30,7 @@ def make_config(
     faults_file: str | None = None,
     host: dict[str, Any] | None = None,
     naive: bool = False,
+    perturb: Perturb | None = None,
 ) -> RunConfig:
     """Validate everything a run needs before it starts; raises ValueError with one line."""
     sc = load_scenario(scenario)
@@ -47,6 +49,7 @@ def make_config(
         host=dict(host or {}),
         naive=naive,
         scenario_text=text,
+        perturb=perturb,
     )
 
 
@@ -96,6 +99,7 @@ def config_from_log(log: SessionLog) -> RunConfig:
         host=dict(h.host.items()),
         naive=h.naive,
         scenario_text=h.scenario_text,
+        perturb=None if isinstance(h.perturb, msgspec.UnsetType) else h.perturb,
     )
 
 

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Generator
 from typing import Any
 
+import msgspec
 import trio
 
 from engine import __version__
@@ -28,6 +29,7 @@ from engine.model.host import Host
 from engine.model.vcpu import Vcpu, VcpuExit
 from engine.model.vm import SYNCHRONIZE, VM, Step
 from engine.scenarios import Scenario
+from engine.sim.perturb import Pct, Perturb
 from engine.sim.runtime import Actor, Pacing, Sequencer
 from engine.summary import build_summary
 from engine.vmm.flatview import FlatView
@@ -52,6 +54,7 @@ class RunConfig:
     host: dict[str, Any] = dataclasses.field(default_factory=dict)
     naive: bool = False
     scenario_text: str = ""
+    perturb: Perturb | None = None
 
 
 class VcpuRunner:
@@ -146,6 +149,8 @@ class Session:
         self.vm.busted = self.strategy.name == "busted"
         self.duration_ns = config.duration_ns or sc.duration_ns
         self.seq = Sequencer(self.bus, self.duration_ns, pacing)
+        if config.perturb is not None:
+            self.seq.perturb = Pct(config.perturb)
         self.seq.set_command_handler(self._apply_command)
         self.vmm_actor = Actor("vmm")
         self.gp_actor = Actor("srcu-gp")
@@ -192,6 +197,7 @@ class Session:
             fault_script=[[t, f] for t, f in cfg.fault_script],
             naive=cfg.naive,
             scenario_text=cfg.scenario_text,
+            perturb=msgspec.UNSET if cfg.perturb is None else cfg.perturb,
         )
 
     def _boot(self) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 import trio
 
 from engine.events import EventBus
+from engine.sim.perturb import Pct
 
 
 class Finished(Exception):
@@ -94,6 +95,9 @@ class Sequencer:
         self.calls = 0
         self.handoffs = 0
         self._actors: list[Actor] = []
+        # `slotlab hunt`'s schedule perturbation (engine/sim/perturb.py); None: the one
+        # default schedule, and none of its code runs.
+        self.perturb: Pct | None = None
 
     # --- actors -------------------------------------------------------------------------
 
@@ -216,7 +220,10 @@ class Sequencer:
     # --- the baton ----------------------------------------------------------------------
 
     def _push(self, t: int, actor: Actor) -> None:
-        heapq.heappush(self._vcpus if actor.vcpu else self._strict, (t, next(self._counter), actor))
+        order = next(self._counter)
+        if self.perturb is not None:
+            order += self.perturb.tiebreak(actor)
+        heapq.heappush(self._vcpus if actor.vcpu else self._strict, (t, order, actor))
 
     def _top(self) -> list[tuple[int, int, Actor]] | None:
         """The heap holding the next entry in (t, seq) order."""
@@ -279,8 +286,15 @@ class Sequencer:
                 self.finish("duration")
                 return None
             heapq.heappop(heap)
+            if self.perturb is not None:
+                held = self.perturb.preempt(self.handoffs + 1, actor)
+                if held:
+                    self._push(t + held, actor)
+                    continue
             self.bus.now = t
-            actor.quantum_end = t + QUANTUM_NS
+            actor.quantum_end = t + (
+                QUANTUM_NS if self.perturb is None else self.perturb.quantum(QUANTUM_NS)
+            )
             self.handoffs += 1
             return actor
 
