@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true")
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--only", metavar="NAME")
+    from engine.sweep.sweep_cmd import add_sweep_parser
+
+    add_sweep_parser(sub, _duration)
     kvm = sub.add_parser("kvm", help="the real /dev/kvm backend")
     kvm_sub = kvm.add_subparsers(dest="kvm_command")
     probe = kvm_sub.add_parser(
@@ -152,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return dispatch(args)
     except (UsageError, ValueError, ScenarioError, FaultError, LogError) as err:
+        # StoreError (a bad sweep Parquet) is a ValueError too.
         print(f"slotlab: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:
@@ -194,6 +198,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from engine.backends.kvm.probe import cmd_kvm
 
         return cmd_kvm(args)
+    if args.command == "sweep":
+        from engine.sweep.sweep_cmd import cmd_sweep
+
+        return cmd_sweep(args)
     if args.command == "bench":
         from engine.bench.suite import cmd_bench
 

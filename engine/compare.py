@@ -36,8 +36,9 @@ from typing import Any
 import msgspec
 import trio
 
-from engine.runner import make_config, run_session
+from engine.runner import make_config
 from engine.scenarios import builtin_names
+from engine.sweep.unit import RunSpec, execute
 from engine.units import format_ns
 from engine.vmm.strategies import STRATEGIES, get_strategy
 
@@ -56,10 +57,10 @@ def run_one(
 ) -> dict[str, Any]:
     """One headless run, reduced to what a matrix row needs (cheap to send between
     processes). A module-level function so worker processes can import it."""
-    config = make_config(
-        scenario, strategy, seed=seed, faults=list(faults), duration_ns=duration_ns
+    spec = RunSpec(
+        scenario=scenario, strategy=strategy, seed=seed, faults=faults, duration_ns=duration_ns
     )
-    return row_from_summary(seed, run_session(config))
+    return row_from_summary(seed, execute(spec).summary)
 
 
 def row_from_summary(seed: int, s: dict[str, Any]) -> dict[str, Any]:
