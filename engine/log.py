@@ -16,10 +16,10 @@ import msgspec
 from engine import events as ev
 from engine.events import SCHEMA_VERSION, Event
 from engine.logio import LogIOError, display_name, log_lines, open_sink
+from engine.sim.perturb import Perturb
 
 READABLE_SCHEMAS = (1, SCHEMA_VERSION)
 """Schema 1 differs from 2 only in its verdict line's summary, which recorded the log's path."""
-from engine.sim.perturb import Perturb
 
 FLUSH_SECONDS = 0.1
 FLUSH_BYTES = 1 << 16

@@ -3,8 +3,8 @@
 A RunSpec names everything a run depends on, in plain data that pickles cheaply to a Dask
 worker or a trio-parallel process. execute() runs it headless with the log recorded into
 memory, not a file: the digest (SHA-256 of the whole log) says whether two runs were the same
-run, and the bytes are only returned when the caller wants to keep them. The log's verdict line
-records `"log": null`, since the run did not choose where its log is kept.
+run, and the bytes are only returned when the caller wants to keep them. They are the bytes
+`slotlab run --log` writes for the same run.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import msgspec
 import trio
 
 from engine.events import Event
-from engine.log import VerdictLine
+from engine.log import verdict_line
 from engine.runner import make_config
 from engine.session import RunConfig, Session
 from engine.sim.perturb import Perturb
@@ -104,9 +104,7 @@ def execute_config(config: RunConfig, keep_log: bool = False) -> Outcome:
     head = bytearray(encoder.encode(session.header()) + b"\n")
     trio.run(session.run)
     summary = session.summary()
-    verdict = VerdictLine(
-        verdict=summary["verdict"], explanation=summary["explanation"], summary=summary
-    )
+    verdict = verdict_line(summary["verdict"], summary["explanation"], summary)
     head += buf
     head += encoder.encode(verdict) + b"\n"
     return Outcome(

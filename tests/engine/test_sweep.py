@@ -66,9 +66,14 @@ def test_resume_adds_only_missing_rows(tmp_path: Path) -> None:
             assert r == first[r["run_id"]]
 
 
-def test_unit_is_pure() -> None:
+def test_unit_is_pure(tmp_path: Path) -> None:
     spec = RunSpec(scenario="split", strategy="legacy", seed=4, duration_ns=DURATION_NS)
     a, b = execute(spec, keep_log=True), execute(spec)
+    # The in-memory log is the log `slotlab run` writes for the same run.
+    log = tmp_path / "run.jsonl"
+    argv = ["run", "--seed", "4", "--duration", "150us", "--log", str(log), "--json"]
+    assert main(argv) == 0
+    assert a.log == log.read_bytes()
     assert a.digest == b.digest
     assert a.summary == b.summary
     assert a.log is not None
