@@ -15,14 +15,16 @@ import argparse
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.compare import LEGEND, aggregate, matrix_table
 from engine.sweep.cluster import KEEP_CHOICES, Result, open_client, run_on
 from engine.sweep.grid import build_grid
-from engine.sweep.store import ResultStore, read_rows, row_of
 from engine.sweep.unit import RunSpec
 from engine.vmm.strategies import STRATEGIES
+
+if TYPE_CHECKING:
+    from engine.sweep.store import ResultStore
 
 
 def add_cluster_options(p: argparse.ArgumentParser) -> None:
@@ -67,6 +69,9 @@ def add_sweep_parser(sub: Any, duration: Any) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    # pyarrow loads only for the commands that need it, not for every `slotlab` invocation.
+    from engine.sweep.store import ResultStore
+
     if args.summary:
         return print_summary(args.summary, args.json)
     grid = build_grid(
@@ -104,6 +109,8 @@ def _sweep(
 ) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from engine.sweep.store import row_of
 
     console = Console(stderr=True)
     bar = Progress(
@@ -179,6 +186,8 @@ def matrices(rows: list[dict[str, Any]]) -> dict[GroupKey, list[dict[str, Any]]]
 def print_summary(path: str, as_json: bool) -> int:
     import msgspec
     from rich.console import Console
+
+    from engine.sweep.store import read_rows
 
     groups = matrices(read_rows(path))
     if as_json:
