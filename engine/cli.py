@@ -73,6 +73,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scenario", default="split", help="built-in name or path to a .toml (default: split)"
     )
+    p.add_argument("--trace", metavar="LOG", help="a QEMU trace log, imported on the fly")
     p.add_argument("--strategy", default="legacy", choices=list(STRATEGIES), metavar="STRATEGY")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--vcpus", type=int, default=None)
@@ -140,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.sweep.sweep_cmd import add_sweep_parser
 
     add_sweep_parser(sub, _duration)
+    from engine.importers.cli import add_import_parser, add_trace_options
+
+    add_import_parser(sub)
+    add_trace_options(run)
     kvm = sub.add_parser("kvm", help="the real /dev/kvm backend")
     kvm_sub = kvm.add_subparsers(dest="kvm_command")
     probe = kvm_sub.add_parser(
@@ -179,7 +184,9 @@ def dispatch(args: argparse.Namespace) -> int:
         return cmd_check(args)
     if args.command == "scenarios":
         for name in builtin_names():
-            print(f"{name:14} {load_scenario(name).summary}")
+            sc = load_scenario(name)
+            mark = "[captured from a real VMM] " if sc.captured else ""
+            print(f"{name:15} {mark}{sc.summary}")
         return 0
     if args.command == "strategies":
         for name, cls in STRATEGIES.items():
@@ -194,6 +201,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from engine.compare import cmd_compare
 
         return cmd_compare(args)
+    if args.command == "import":
+        from engine.importers.cli import cmd_import
+
+        return cmd_import(args)
     if args.command == "kvm":
         from engine.backends.kvm.probe import cmd_kvm
 
@@ -210,6 +221,11 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def run_config(args: argparse.Namespace) -> Any:
+    if args.trace:
+        from engine.importers.cli import import_from_args
+
+        text = import_from_args(args, "qemu-trace", args.trace).text
+        args.scenario = trace_scenario_path(args.trace, text)
     if args.backend == "kvm":
         from engine.backends.kvm.run import check_kvm_run
 
@@ -228,6 +244,18 @@ def run_config(args: argparse.Namespace) -> Any:
         naive=args.naive,
         perturb=getattr(args, "perturb", None),
     )
+
+
+def trace_scenario_path(trace: str, text: str) -> str:
+    """An imported trace's scenario, written where a run can read it (and a log header
+    records it): beside the session logs."""
+    from engine.importers.scenario import scenario_name
+
+    folder = Path(os.environ.get("SLOTLAB_SESSIONS", "sessions"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{scenario_name(trace)}.toml"
+    path.write_text(text)
+    return str(path)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -298,14 +298,11 @@ class Session:
 
     async def _vmm_body(self) -> None:
         sc, seq, me, vmm = self.config.scenario, self.seq, self.vmm_actor, self.vmm
-        # The boot layout is sequence[0]; every period the VMM moves to the next, wrapping.
-        index = 0
-        while True:
-            await self._idle(int(sc.period_ns * (0.5 + self.vmm_rng.random())))
-            if len(sc.sequence) < 2:
+        # The boot layout is sequence[0]; Scenario.steps says when to move to which next.
+        for idle, layout in sc.steps(self.vmm_rng):
+            await self._idle(idle)
+            if layout is None:
                 continue
-            index = (index + 1) % len(sc.sequence)
-            layout = sc.layouts[sc.sequence[index]]
             self.injector.on_transaction()
             for as_id in range(self.host.nr_address_spaces):
                 txn_view = FlatView.render(layout.for_as(as_id))
@@ -319,6 +316,7 @@ class Session:
             if vmm.stopped_reason:
                 return
             await seq.sleep(me, 0)
+        seq.finish("scenario played")  # a recorded scenario's steps are over
 
     async def _idle(self, ns: int) -> None:
         """Between transactions; harvests dirty logs every sync period while slots log."""

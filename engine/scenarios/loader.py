@@ -18,13 +18,24 @@ guest program the vCPUs run. A malformed file is rejected with its path, the lin
     '''
     [layouts.merged]
     regions = [{ name = "ram", kind = "ram", gpa = 0, size = 0x20000, hva = 0x7f0000000000 }]
+
+A scenario imported from a real VMM's trace (engine/importers) plays its sequence once, in
+order, instead of cycling, and says where it came from:
+
+    gaps_ns = [100000, 31000]    # idle before each step after the boot layout (virtual ns)
+    recorded_us = [0, 5312]      # when each step happened in the trace (us after its start)
+    workload = "code-in-churn"   # which guest the importer chose (engine/importers/workload.py)
+    [provenance]                 # strings: source, trace, command, vmm; captured = true/false
+    regions = [{ ..., slot = 4 }]   # the slot id the trace used (the VMM takes it when free)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 import re
 import tomllib
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,9 +47,11 @@ from engine.vmm.flatview import Region
 KINDS = ("ram", "rom", "mmio")
 TOP_KEYS = {
     "name", "summary", "vcpus", "period", "duration", "entry", "cpl", "guest_mode", "moves",
-    "sync", "sequence", "program", "layouts", "ud_handler",
+    "sync", "sequence", "program", "layouts", "ud_handler", "gaps_ns", "recorded_us",
+    "workload", "provenance",
 }  # fmt: skip
-REGION_KEYS = {"name", "kind", "gpa", "size", "hva", "priority", "log_dirty", "as_id"}
+REGION_KEYS = {"name", "kind", "gpa", "size", "hva", "priority", "log_dirty", "as_id", "slot"}
+PROVENANCE_KEYS = {"source", "trace", "command", "vmm", "captured"}
 
 
 class ScenarioError(ValueError):
@@ -75,6 +88,33 @@ class Scenario:
     program: dict[int, Insn]
     ud_handler: int | None
     source: str
+    gaps_ns: tuple[int, ...] | None = None
+    recorded_us: tuple[int, ...] = ()
+    workload: str = ""
+    provenance: dict[str, str | bool] = dataclasses.field(default_factory=dict)
+
+    @property
+    def captured(self) -> bool:
+        """Imported from a trace of a real VMM (not written by hand)."""
+        return self.provenance.get("captured") is True
+
+    def steps(self, rng: random.Random) -> Iterator[tuple[int, Layout | None]]:
+        """The VMM's schedule after boot: (idle ns, the layout to move to, or None to stay).
+        A recorded scenario plays its steps once at their gaps, then ends; any other cycles
+        through its sequence forever, one jittered period apart."""
+        if self.gaps_ns is not None:
+            for gap, name in zip(self.gaps_ns, self.sequence[1:], strict=True):
+                yield gap, self.layouts[name]
+            yield self.period_ns, None
+            return
+        index = 0
+        while True:
+            idle = int(self.period_ns * (0.5 + rng.random()))
+            if len(self.sequence) < 2:
+                yield idle, None
+                continue
+            index = (index + 1) % len(self.sequence)
+            yield idle, self.layouts[self.sequence[index]]
 
 
 def _line_of(text: str, key: str, after: int = 0) -> int:
@@ -164,6 +204,18 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
     for flag in ("guest_mode", "moves"):
         if not isinstance(data.get(flag, False), bool):
             raise r.fail(flag, f"{flag!r} must be true or false")
+    gaps = _int_list(r, data, "gaps_ns", len(sequence) - 1)
+    recorded = _int_list(r, data, "recorded_us", len(sequence) - 1)
+    provenance = data.get("provenance", {})
+    if not isinstance(provenance, dict) or not all(
+        k in PROVENANCE_KEYS and isinstance(v, str | bool) for k, v in provenance.items()
+    ):
+        raise r.fail(
+            "provenance",
+            f"[provenance] holds strings or booleans named {', '.join(sorted(PROVENANCE_KEYS))}",
+        )
+    if not isinstance(data.get("workload", ""), str):
+        raise r.fail("workload", "'workload' must be a string")
     return Scenario(
         name=name,
         summary=str(data.get("summary", "")),
@@ -180,7 +232,27 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         program=program,
         ud_handler=ud,
         source=path,
+        gaps_ns=tuple(gaps) if gaps is not None else None,
+        recorded_us=tuple(recorded or ()),
+        workload=str(data.get("workload", "")),
+        provenance=dict(provenance),
     )
+
+
+def _int_list(r: _Reader, data: dict[str, Any], key: str, length: int) -> list[int] | None:
+    """An optional list of one integer >= 0 per step after the boot layout."""
+    if key not in data:
+        return None
+    value = data[key]
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+    ):
+        raise r.fail(key, f"{key!r} must be a list of integers >= 0")
+    if len(value) != length:
+        raise r.fail(
+            key, f"{key!r} has {len(value)} entries; the sequence has {length} steps after boot"
+        )
+    return value
 
 
 def _region_line(text: str, header_line: int, index: int) -> int:
@@ -223,7 +295,9 @@ def _layout(r: _Reader, name: str, body: object) -> Layout:
                 f"layout {name!r} region {i}: kind must be ram, rom or mmio, not {kind!r}",
             )
         vals = {}
-        for key in ("gpa", "size", "hva", "priority", "as_id"):
+        for key in ("gpa", "size", "hva", "priority", "as_id", "slot"):
+            if key == "slot" and key not in raw:
+                continue  # no preference: the VMM takes the lowest free id, as QEMU does
             v = raw.get(key, 0 if key in ("hva", "priority", "as_id") else None)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ScenarioError(
@@ -248,6 +322,7 @@ def _layout(r: _Reader, name: str, body: object) -> Layout:
             hva=vals["hva"],
             priority=vals["priority"],
             log_dirty=bool(raw.get("log_dirty", False)),
+            slot=vals.get("slot"),
         )
         out.append((vals["as_id"], region))
     return Layout(name, tuple(out))

@@ -25,6 +25,7 @@ class Region:
     hva: int = 0
     priority: int = 0
     log_dirty: bool = False
+    slot: int | None = None  # the slot id a recorded trace used; a preference, not a key
 
     @property
     def end(self) -> int:
@@ -39,6 +40,7 @@ class FlatRange:
     hva: int
     name: str
     log_dirty: bool = False
+    slot: int | None = None
 
     @property
     def end(self) -> int:
@@ -90,7 +92,8 @@ class FlatView:
             ):
                 pieces[-1] = dataclasses.replace(prev, size=prev.size + (hi - lo))
             else:
-                pieces.append(FlatRange(lo, hi - lo, top.kind, hva, top.name, top.log_dirty))
+                slot = top.slot if lo == top.gpa else None
+                pieces.append(FlatRange(lo, hi - lo, top.kind, hva, top.name, top.log_dirty, slot))
         return cls(pieces)
 
     def lookup(self, gpa: int) -> FlatRange | None:

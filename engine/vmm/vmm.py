@@ -116,13 +116,20 @@ class Vmm:
         for r in reversed(dels):
             id = slots.pop(r.key)
             ops.insert(0, SlotOp(MemoryRegion((as_id << 16) | id, 0, r.start, 0, r.hva), r))
-        for old_r, new_r in d.log_changes:
-            id = slots.pop(old_r.key)
-            slots[new_r.key] = id
-            ops.append(SlotOp(self._region(as_id, id, new_r), new_r))
+        # address_space_update_topology_pass(adding=true) walks the new view in GPA order:
+        # log_start/log_stop and region_add interleave by address.
         used = set(slots.values())
-        for r in adds:
-            id = next(i for i in range(self.vm.host.nr_memslots) if i not in used)
+        changes: list[tuple[int, FlatRange | None, FlatRange]] = [
+            (new_r.start, old_r, new_r) for old_r, new_r in d.log_changes
+        ]
+        changes += [(r.start, None, r) for r in adds]
+        for _, old_r, r in sorted(changes, key=lambda c: c[0]):
+            if old_r is not None:
+                id = slots.pop(old_r.key)
+            elif r.slot is not None and r.slot not in used and r.slot < self.vm.host.nr_memslots:
+                id = r.slot  # the id the recorded VMM used (QEMU's lowest free, replayed)
+            else:
+                id = next(i for i in range(self.vm.host.nr_memslots) if i not in used)
             used.add(id)
             slots[r.key] = id
             ops.append(SlotOp(self._region(as_id, id, r), r))

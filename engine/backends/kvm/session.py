@@ -906,15 +906,12 @@ class KvmSession:
 
     async def _vmm_body(self) -> None:
         sc, vmm = self.config.scenario, self.vmm
-        # As the model's Session: the boot layout is sequence[0]; every period the VMM moves
-        # to the next, wrapping.
-        index = 0
-        while True:
-            await self._idle(int(sc.period_ns * (0.5 + self.vmm_rng.random())))
-            if len(sc.sequence) < 2:
+        # As the model's Session: the boot layout is sequence[0]; Scenario.steps says when
+        # to move to which next.
+        for idle, layout in sc.steps(self.vmm_rng):
+            await self._idle(idle)
+            if layout is None:
                 continue
-            index = (index + 1) % len(sc.sequence)
-            layout = sc.layouts[sc.sequence[index]]
             self.injector.on_transaction()
             for as_id in range(self.vm.nr_address_spaces):
                 txn = vmm.begin(as_id, layout.name, FlatView.render(layout.for_as(as_id)), sc.moves)
@@ -928,6 +925,7 @@ class KvmSession:
                 self.request_stop("transactions")
                 return
             await trio.lowlevel.checkpoint()
+        self.request_stop("scenario played")
 
     async def _idle(self, ns: int) -> None:
         """Between transactions; harvests dirty logs every sync period while slots log."""
