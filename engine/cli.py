@@ -138,9 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true")
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--only", metavar="NAME")
+    from engine.sweep.hunt_cmd import add_hunt_parser
     from engine.sweep.sweep_cmd import add_sweep_parser
 
     add_sweep_parser(sub, _duration)
+    add_hunt_parser(sub, _duration)
     from engine.importers.cli import add_import_parser, add_trace_options
 
     add_import_parser(sub)
@@ -213,6 +215,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from engine.sweep.sweep_cmd import cmd_sweep
 
         return cmd_sweep(args)
+    if args.command == "hunt":
+        from engine.sweep.hunt_cmd import cmd_hunt
+
+        return cmd_hunt(args)
     if args.command == "bench":
         from engine.bench.suite import cmd_bench
 
