@@ -10,9 +10,10 @@ from textual.widgets import Input
 
 from engine.events import Fault, SrcuLock
 from tui.app import SlotlabApp
+from tui.format import kind_of
 from tui.widgets.event_log import EventDetail, EventLog, parse_filter
 
-from .helpers import live, press, session, settle, step
+from .helpers import finish, live, press, session, settle, step
 
 AppFactory = Callable[..., SlotlabApp]
 
@@ -142,3 +143,45 @@ async def test_clicking_a_line_selects_it(app_factory: AppFactory) -> None:
         await pilot.pause()
         assert log.selected is target
         assert log.window[2] is target  # the line stays under the mouse
+
+
+def _log_rows(log: EventLog) -> list[str]:
+    return [log.render_line(y).text for y in range(len(log.window))]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("how", ["ctrl+r", "strategy"])
+async def test_a_new_session_shows_none_of_the_last_ones_rows(
+    app_factory: AppFactory, how: str
+) -> None:
+    """After a crash, ctrl+r (or a strategy switch) starts again: the rows on screen are the
+    new session's, not the last session's rows at the same seq numbers."""
+    app = app_factory()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await finish(app, pilot)
+        old = session(app)
+        assert old.result is not None
+        assert old.result.verdict == "crashed"
+        if how == "ctrl+r":
+            await press(app, pilot, "ctrl+r")
+        else:
+            await live(app).restart(strategy="inhibit")
+            await settle(app, pilot)
+        assert session(app) is not old
+        await step(app, pilot, 40)
+        new_events = {e.seq: e for e in session(app).recent}
+        for log in live(app).query(EventLog):
+            if not log.size.width:
+                continue  # the Events tab's log, not on screen
+            rows = _log_rows(log)
+            assert rows
+            for event, row in zip(log.window, rows, strict=True):
+                assert new_events[event.seq] is event
+                assert row.split()[1] == f"#{event.seq}"
+                assert kind_of(event) in row
+            assert not any("vm_stopped" in row or "INTERNAL_ERROR" in row for row in rows)
+        # The filter reads the new session's text too.
+        await pilot.press("slash", *"vm_stopped")
+        await pilot.pause()
+        assert live(app).query_one("#log", EventLog).visible_events == []

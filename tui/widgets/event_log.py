@@ -116,6 +116,9 @@ class EventLog(Widget, can_focus=True):
 
     def reset(self) -> None:
         self._events.clear()
+        # Both caches are keyed by seq, and a new session numbers its events from 0 again.
+        self._texts.clear()
+        self._strips.clear()
         self._visible = []
         self._last_seq = -1
         self._cursor_seq = -1
