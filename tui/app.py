@@ -14,7 +14,7 @@ import math
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import outcome
 import trio
@@ -31,13 +31,14 @@ from engine.vmm.strategies import STRATEGIES
 from tui.engine_host import EngineHost
 from tui.keymap import KeymapError, load_keymap
 from tui.options import LaunchOptions
-from tui.palette import Palette
+from tui.palette import Palette, may_open
 from tui.screens.compare import DEFAULT_SEEDS, CompareFn, CompareScreen
 from tui.screens.error import ErrorScreen
 from tui.screens.help import HelpScreen
 from tui.screens.live import LiveScreen
 from tui.screens.monitor import MonitorScreen
 from tui.screens.replay import ReplayScreen
+from tui.signals import ExitSignals
 
 FRAME_HZ = 20
 THEMES = ("textual-dark", "textual-light")
@@ -55,6 +56,8 @@ class SlotlabApp(App[int]):
     TITLE = "slotlab"
     BINDINGS = [
         Binding("q", "quit", "Quit", id="quit"),
+        # Textual's default only says "press ctrl+q"; a presenter's reflex must just work.
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="quit-ctrl-c"),
         Binding("question_mark,f1", "help", "Help", key_display="?", id="help"),
         Binding("c", "compare", "Compare", id="compare"),
         Binding("T", "toggle_theme", "Theme", show=False, id="theme"),
@@ -78,6 +81,7 @@ class SlotlabApp(App[int]):
         self.error_log: str | None = None
         self._keymap_override = keymap
         self._ticks = 0
+        self._signals = ExitSignals(self._exit_on_signal)
         self._flat_out = False
         if self.options.theme:
             self.theme = self.options.theme
@@ -85,6 +89,7 @@ class SlotlabApp(App[int]):
     # --- start and stop -----------------------------------------------------------------
 
     def on_mount(self) -> None:
+        self._signals.install()
         try:
             keymap = self._keymap_override
             if keymap is None:
@@ -104,7 +109,11 @@ class SlotlabApp(App[int]):
         # every few seconds at 64 vCPUs x 1,024 slots, which were the slowest frames.
         self.call_after_refresh(gc.freeze)
 
+    def _exit_on_signal(self, signum: int) -> None:
+        self.exit(return_code=128 + signum)
+
     async def on_unmount(self) -> None:
+        self._signals.remove()
         # Trio must finish before the loop stops: actors' finally-blocks, the log's close.
         await self.host.stop()
         gc.unfreeze()  # what the app held may be collected again once it has gone
@@ -189,10 +198,12 @@ class SlotlabApp(App[int]):
     # --- app-wide actions ------------------------------------------------------------------
 
     def action_command_palette(self) -> None:
-        if self.use_command_palette and not CommandPalette.is_open(cast("App[object]", self)):
+        if self.use_command_palette and may_open(self, CommandPalette):
             self.push_screen(Palette(id="--command-palette"))
 
     def action_help(self) -> None:
+        if not may_open(self, HelpScreen):
+            return
         sources: list[type] = [type(self)]
         monitor = self.monitor
         if monitor is not None:
@@ -211,7 +222,7 @@ class SlotlabApp(App[int]):
             scenario, faults = monitor.options.scenario, list(monitor.options.faults)
         else:
             return
-        if isinstance(self.screen, CompareScreen):
+        if not may_open(self, CompareScreen):
             return
         self.push_screen(
             CompareScreen(

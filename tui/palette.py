@@ -7,9 +7,16 @@ Three races in Textual 8.2.8, all found by the 10,000-random-keys test:
   app down. Here such a key does nothing.
 - Screen.dismiss pops the top screen, whichever it is, so a dialog dismissed twice in one
   burst of keys (two Enters) pops the screen under it. Here a second dismiss does nothing.
-- The palette's search worker can finish after the palette has been dismissed and its
-  widgets removed; its last update then looks the command list up and raises NoMatches,
-  which takes the app down. Here that update is dropped: nobody can see the list.
+- The palette's search worker, and its "no matches" timer, can finish after the palette has
+  been dismissed and its widgets removed; their last update then looks the command list up
+  and raises NoMatches, which takes the app down. Here that update is dropped: nobody can
+  see the list.
+
+And one rule for the screen stack (``may_open``), found by the 2,000-random-keys test: a key
+can reach the app's bindings before a dialog just pushed has focused its input, so `c` typed
+right after ctrl+p pushed Compare over the palette, and the next ctrl+p (the palette no longer
+on top, so Textual thought none was open) pushed a second palette with the same id. Now a
+screen is never stacked twice, and nothing is pushed over an open dialog.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Any, Literal
 from textual.await_complete import AwaitComplete
 from textual.command import CommandPalette
 from textual.css.query import NoMatches
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import OptionList
 
 
@@ -30,11 +37,28 @@ class Palette(CommandPalette):
         # palette is gone would dismiss it again and pop the monitor underneath.
         if self is not self.app.screen:
             return AwaitComplete()
+        # Its command runs next (call_later): the palette is closing, not a dialog any more.
+        self._slotlab_dismissed = True
         return super().dismiss(result)
 
     def _watch__list_visible(self) -> None:
         with contextlib.suppress(NoMatches):
             super()._watch__list_visible()
+
+    def _start_no_matches_countdown(self, search_value: str) -> None:
+        # Its timer can fire while the closing palette's widgets are being removed; "No
+        # matches found" then has no list to go into (NoMatches). Nobody can see it: drop it.
+        super()._start_no_matches_countdown(search_value)
+        timer = self._no_matches_timer
+        if timer is None:
+            return
+        show = timer._callback
+
+        def guarded() -> None:
+            with contextlib.suppress(NoMatches):
+                show()  # type: ignore[misc]
+
+        timer._callback = guarded
 
     def _action_command_list(self, action: str) -> None:
         with contextlib.suppress(KeyError):
@@ -54,3 +78,18 @@ def dismiss_once(screen: Screen[Any], result: Any) -> None:
         return
     screen._slotlab_dismissed = True  # type: ignore[attr-defined]
     screen.dismiss(result)
+
+
+def closing(screen: Screen[Any]) -> bool:
+    """The screen has been dismissed and is on its way out."""
+    return bool(getattr(screen, "_slotlab_dismissed", False))
+
+
+def may_open(app: Any, kind: type[Screen[Any]]) -> bool:
+    """Whether a screen of this kind may be pushed now: none is on the stack already, and
+    the top screen is not an open dialog (a dialog owns the keys until it closes)."""
+    stack: list[Screen[Any]] = app.screen_stack
+    if any(isinstance(s, kind) and not closing(s) for s in stack):
+        return False
+    top = stack[-1] if stack else None
+    return not (isinstance(top, ModalScreen) and not closing(top))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -149,3 +150,22 @@ def test_engine_error_leaves_a_usable_terminal(pane: Pane, tmp_path: Path) -> No
     assert pane.display("#{alternate_on}") == "0"
     pane.send("echo alive-$((1+1))", "Enter")
     pane.wait_for("alive-2")
+
+
+def test_sigterm_restores_the_terminal(pane: Pane, tmp_path: Path) -> None:
+    """`kill -TERM` (a closing window, a supervisor) ends slotlab as `q` does: the main screen
+    is back, mouse tracking off, the cursor shown, the line discipline cooked, status 143."""
+    pidfile = tmp_path / "slotlab.pid"
+    pane.send(
+        f"sh -c 'echo $$ > {shlex.quote(str(pidfile))}; exec {_command()}'; echo exit=$?", "Enter"
+    )
+    pane.wait_for("RUNNING")
+    assert pane.display("#{alternate_on}") == "1"
+    assert pane.display("#{mouse_any_flag}") == "1"
+    os.kill(int(pidfile.read_text()), signal.SIGTERM)
+    pane.wait_for("exit=143")
+    assert pane.display("#{alternate_on}") == "0"
+    assert pane.display("#{mouse_any_flag}") == "0"
+    assert pane.display("#{cursor_flag}") == "1"
+    pane.send("stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo | tr '\\n' ' '; echo", "Enter")
+    pane.wait_for("icanon echo")

@@ -19,6 +19,7 @@ from engine.sim.runtime import Pacing
 from engine.snapshot import Tracker
 from engine.vmm.strategies import STRATEGIES
 from tui.options import LaunchOptions, faster, slower, speed_arg, unique_log_path
+from tui.palette import may_open
 from tui.screens.choose import ChoiceScreen
 from tui.screens.fault_form import FaultForm
 from tui.screens.monitor import MonitorScreen
@@ -172,7 +173,8 @@ class LiveScreen(MonitorScreen):
             if result:
                 self.inject(result)
 
-        self.app.push_screen(FaultForm(name), done)
+        if may_open(self.app, FaultForm):
+            self.app.push_screen(FaultForm(name), done)
 
     def action_inject(self) -> None:
         def chosen(name: str | None) -> None:
@@ -180,7 +182,8 @@ class LiveScreen(MonitorScreen):
                 self.action_fault(name)
 
         choices = [(k.name, k.summary) for k in FAULT_KINDS.values()]
-        self.app.push_screen(ChoiceScreen("Inject which fault?", choices), chosen)
+        if may_open(self.app, ChoiceScreen):
+            self.app.push_screen(ChoiceScreen("Inject which fault?", choices), chosen)
 
     def action_strategy(self) -> None:
         async def chosen(name: str | None) -> None:
@@ -188,6 +191,8 @@ class LiveScreen(MonitorScreen):
                 await self.restart(strategy=name)
 
         choices = [(name, cls.summary) for name, cls in STRATEGIES.items()]
+        if not may_open(self.app, ChoiceScreen):
+            return
         self.app.push_screen(
             ChoiceScreen("Switch strategy (restarts the session)", choices, self.options.strategy),
             chosen,
@@ -199,6 +204,8 @@ class LiveScreen(MonitorScreen):
                 await self.restart(scenario=name)
 
         choices = [(name, load_scenario(name).summary) for name in builtin_names()]
+        if not may_open(self.app, ChoiceScreen):
+            return
         self.app.push_screen(
             ChoiceScreen("Switch scenario (restarts the session)", choices, self.options.scenario),
             chosen,

@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 
 from tui.options import faster, slower
+from tui.palette import may_open
 from tui.replay_driver import ReplayDriver
 from tui.screens.jump import JumpForm
 from tui.screens.monitor import MonitorScreen
@@ -130,6 +131,8 @@ class ReplayScreen(MonitorScreen):
             if target is not None:
                 await self.seek(target)
 
+        if not may_open(self.app, JumpForm):
+            return
         self.app.push_screen(JumpForm(self.driver.total, self.driver.times), chosen)
 
     async def on_timeline_seek(self, message: Timeline.Seek) -> None:

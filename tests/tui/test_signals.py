@@ -1,0 +1,64 @@
+"""SIGTERM and SIGHUP end the TUI as `q` does (the driver restores the terminal), with the
+status a shell expects (128 + the signal); Ctrl-C quits too."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tui.app import SlotlabApp
+
+from .helpers import settle
+
+AppFactory = Callable[..., SlotlabApp]
+
+
+@pytest.fixture
+def caught() -> Iterator[list[int]]:
+    """A handler of the test's own for both signals, so a TUI that ignored them would fail
+    this test instead of killing pytest; and it must be back once the app has gone."""
+    seen: list[int] = []
+
+    def record(signum: int, frame: object) -> None:
+        seen.append(signum)
+
+    saved = {s: signal.signal(s, record) for s in (signal.SIGTERM, signal.SIGHUP)}
+    yield seen
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+async def test_a_signal_ends_the_app_cleanly(
+    app_factory: AppFactory, caught: list[int], sig: signal.Signals
+) -> None:
+    app = app_factory()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        os.kill(os.getpid(), sig)
+        for _ in range(50):
+            await pilot.pause()
+            if not app.is_running:
+                break
+        assert not app.is_running
+        assert caught == []  # the app took it
+    assert app.return_code == 128 + sig
+    assert not app.host.running  # trio finished before the loop stopped
+    # The app's handler is gone again: the test's own is back.
+    os.kill(os.getpid(), sig)
+    assert caught == [sig]
+
+
+@pytest.mark.asyncio
+async def test_ctrl_c_quits(app_factory: AppFactory) -> None:
+    app = app_factory()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert not app.is_running
+    assert app.return_code == 0
