@@ -28,9 +28,10 @@ from engine.compare import compare_matrix
 from engine.faults import FAULT_KINDS
 from engine.scenarios import builtin_names
 from engine.vmm.strategies import STRATEGIES
+from tui.bindings import binding_scopes
 from tui.engine_host import EngineHost
 from tui.keymap import KeymapError, load_keymap
-from tui.options import LaunchOptions
+from tui.options import LaunchOptions, screenshots_dir
 from tui.palette import Palette, may_open
 from tui.screens.compare import DEFAULT_SEEDS, CompareFn, CompareScreen
 from tui.screens.error import ErrorScreen
@@ -93,7 +94,7 @@ class SlotlabApp(App[int]):
         try:
             keymap = self._keymap_override
             if keymap is None:
-                keymap = load_keymap()
+                keymap = load_keymap(scopes=binding_scopes(type(self)))
             self.set_keymap(keymap)
         except KeymapError as err:
             self.notify(f"keymap ignored: {err}", severity="warning", timeout=8, markup=False)
@@ -209,6 +210,27 @@ class SlotlabApp(App[int]):
         if monitor is not None:
             sources.insert(0, type(monitor))
         self.push_screen(HelpScreen(sources, dict(self._keymap)))
+
+    def deliver_screenshot(
+        self,
+        filename: str | None = None,
+        path: str | None = None,
+        time_format: str | None = None,
+    ) -> str | None:
+        """Textual saves to ~/Downloads, which a server or a fresh account may not have
+        ("Failed to save screenshot"): save next to the session logs instead, creating the
+        folder. The palette's Screenshot command and the screenshot action both come here."""
+        folder = Path(path) if path else screenshots_dir()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            self.notify(
+                f"cannot save a screenshot in {folder}: {err.strerror}",
+                severity="error",
+                markup=False,
+            )
+            return None
+        return super().deliver_screenshot(filename, str(folder), time_format)
 
     def action_toggle_theme(self) -> None:
         self.theme = THEMES[1] if self.theme == THEMES[0] else THEMES[0]

@@ -142,9 +142,20 @@ def check_backend(options: LaunchOptions) -> None:
     check_kvm_run(config.scenario, config.strategy)
 
 
+def check_keymap_env() -> None:
+    """A keymap with an unknown id or a clash is one line and status 2, before the terminal
+    changes mode (KeymapError is a ValueError)."""
+    from tui.app import SlotlabApp
+    from tui.bindings import binding_scopes
+    from tui.keymap import load_keymap
+
+    load_keymap(scopes=binding_scopes(SlotlabApp))
+
+
 def run_app(options: LaunchOptions, mouse: bool = True) -> int:
     from tui.app import SlotlabApp
 
+    check_keymap_env()
     app = SlotlabApp(options)
     app.run(mouse=mouse)
     if app.engine_error:
@@ -165,6 +176,7 @@ def cmd_serve(argv: Sequence[str]) -> int:
     tui_parser = _Parser(prog="slotlab serve")
     add_tui_options(tui_parser)
     check_backend(options_from_args(tui_parser.parse_args(rest)))
+    check_keymap_env()
     from textual_serve.server import Server
 
     print(f"slotlab: serving on http://{args.bind}:{args.port} (Ctrl+C stops)", file=sys.stderr)

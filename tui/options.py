@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 
 from engine.cli import default_log_path
@@ -67,6 +68,12 @@ class LaunchOptions:
             faults_file=self.faults_file,
             host=dict(self.host),
         )
+
+
+def screenshots_dir() -> Path:
+    """Where the screenshot command saves: the sessions folder (SLOTLAB_SESSIONS), beside
+    the logs it shows."""
+    return Path(os.environ.get("SLOTLAB_SESSIONS", "sessions"))
 
 
 def unique_log_path(scenario: str, strategy: str) -> str:

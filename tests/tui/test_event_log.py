@@ -185,3 +185,33 @@ async def test_a_new_session_shows_none_of_the_last_ones_rows(
         await pilot.press("slash", *"vm_stopped")
         await pilot.pause()
         assert live(app).query_one("#log", EventLog).visible_events == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("leave_first", [False, True], ids=["typing", "after-enter"])
+async def test_escape_clears_the_filter_and_the_log_says_so(
+    app_factory: AppFactory, leave_first: bool
+) -> None:
+    app = app_factory()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await step(app, pilot, 40)
+        screen = live(app)
+        log = screen.query_one("#log", EventLog)
+        everything = len(log.visible_events)
+        await pilot.press("slash", *"fault")
+        await pilot.pause()
+        if leave_first:
+            await pilot.press("enter")
+            await pilot.pause()
+        assert 0 < len(log.visible_events) < everything
+        status = log.render_line(log._lines).text
+        assert "filter: fault (esc clears)" in status
+        await pilot.press("escape")
+        await pilot.pause()
+        for each in screen.query(EventLog):
+            assert each.filter_text == ""
+        assert len(log.visible_events) == everything
+        assert screen.query_one("#filter", Input).value == ""
+        assert "/ filters" in log.render_line(log._lines).text
+        assert screen.focused is log

@@ -11,7 +11,7 @@ from tui.app import SlotlabApp
 from tui.keymap import KeymapError, load_keymap, parse_keymap_text
 from tui.options import LaunchOptions
 
-from .helpers import commands, press, settle
+from .helpers import commands, press, screen_text, settle
 
 AppFactory = Callable[..., SlotlabApp]
 
@@ -78,3 +78,47 @@ async def test_a_broken_keymap_is_a_warning_not_a_crash(
         assert any("keymap ignored" in n.message for n in app._notifications)
         await press(app, pilot, "space")
         assert [c.name for c in commands(app)] == ["step"]
+
+
+def test_unknown_ids_and_clashes_are_one_line_and_status_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tui.cli import main
+
+    for text, message in [
+        ("pause=P;bogus=x", "SLOTLAB_KEYMAP: no binding has the id 'bogus'"),
+        ("pause=q", "SLOTLAB_KEYMAP: 'q' would be both quit and pause on the live screen"),
+    ]:
+        monkeypatch.setenv("SLOTLAB_KEYMAP", text)
+        assert main(["tui", "--no-log"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1
+        assert err.startswith(f"slotlab: {message}")
+
+
+@pytest.mark.asyncio
+async def test_a_keymap_that_hides_quit_is_not_applied(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLOTLAB_KEYMAP", "pause=q;bogus=x")
+    app = SlotlabApp(LaunchOptions(paused=True, log_path="sessions/k.jsonl"))
+    async with app.run_test(size=(160, 40), notifications=True) as pilot:
+        await settle(app, pilot)
+        assert any("bogus" in n.message for n in app._notifications)
+        footer = screen_text(app).splitlines()[-1]
+        assert "q Quit" in footer
+        await press(app, pilot, "p")
+        assert [c.name for c in commands(app)] == ["resume"]
+
+
+@pytest.mark.asyncio
+async def test_help_shows_keys_as_people_read_them(app_factory: AppFactory) -> None:
+    app = app_factory()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        markdown: str = app.screen.markdown  # type: ignore[attr-defined]
+        assert "| `+ or =` | Faster |" in markdown
+        assert "| `? or f1` | Help |" in markdown
+        assert "| `<` | Pan left |" in markdown
+        for raw in ("equals_sign", "question_mark", "less_than_sign", "plus,"):
+            assert raw not in markdown.split("## Glyphs")[0], raw

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
+from tui.keymap import bindings_of, key_names
 from tui.palette import dismiss_once
 from tui.widgets.slot_map import GLYPH, HOLE, LEGEND
 from tui.widgets.vcpu_panel import ACTIVITY
@@ -39,25 +40,11 @@ Keys can be remapped by binding id: `SLOTLAB_KEYMAP="pause=P;step=n"` or
 """
 
 
-def _bindings(sources: Iterable[type]) -> list[Binding]:
-    seen: set[str] = set()
-    out: list[Binding] = []
-    for cls in sources:
-        for klass in cls.__mro__:
-            entries: list[BindingType] = klass.__dict__.get("BINDINGS", [])
-            for entry in entries:
-                if not isinstance(entry, Binding) or entry.id is None or entry.id in seen:
-                    continue
-                seen.add(entry.id)
-                out.append(entry)
-    return out
-
-
 def help_markdown(sources: Iterable[type], keymap: dict[str, str]) -> str:
     lines = ["# slotlab", "", "## Keys", "", "| keys | action | binding id |", "|---|---|---|"]
-    for b in _bindings(sources):
+    for b in bindings_of(sources):
         assert b.id is not None
-        keys = keymap.get(b.id, b.key).replace("|", "\\|")
+        keys = key_names(keymap.get(b.id, b.key)).replace("|", "\\|")
         lines.append(f"| `{keys}` | {b.description or b.action} | `{b.id}` |")
     lines += ["| `ctrl+p` | command palette (faults, strategies, scenarios, ...) | |", ""]
     lines += ["## Glyphs", "", "| glyph | meaning |", "|---|---|"]

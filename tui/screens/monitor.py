@@ -46,7 +46,7 @@ class MonitorScreen(Screen[None]):
         Binding("less_than_sign", "pan(-1)", "Pan left", show=False, id="pan-left"),
         Binding("greater_than_sign", "pan(1)", "Pan right", show=False, id="pan-right"),
         Binding("0", "reset_zoom", "Reset zoom", show=False, id="zoom-reset"),
-        Binding("escape", "leave_filter", "Leave filter", show=False, id="filter-leave"),
+        Binding("escape", "leave_filter", "Clear filter", show=False, id="filter-leave"),
     ]
 
     def __init__(self) -> None:
@@ -74,7 +74,8 @@ class MonitorScreen(Screen[None]):
                 yield SrcuPanel(id="srcu-panel")
             with TabPane("5 Events", id="events"):
                 yield Input(
-                    placeholder="/ filter: words that must appear, -word excludes", id="filter"
+                    placeholder="/ filter: words that must appear, -word excludes; esc clears",
+                    id="filter",
                 )
                 with Horizontal(id="events-row"):
                     yield EventLog(id="log")
@@ -142,7 +143,13 @@ class MonitorScreen(Screen[None]):
         self.query_one("#filter", Input).focus()
 
     def action_leave_filter(self) -> None:
-        if self.focused is self.query_one("#filter", Input):
+        """Esc clears the filter (the log's last line says so) and leaves the input."""
+        box = self.query_one("#filter", Input)
+        if box.value:
+            box.value = ""
+            for log in self.query(EventLog):
+                log.set_filter("")  # now, not when Input.Changed arrives
+        if self.focused is box:
             self.query_one("#log", EventLog).focus()
 
     def action_toggle_log(self) -> None:

@@ -269,7 +269,7 @@ class EventLog(Widget, can_focus=True):
             if self.paused
             else ("following" if self.follow else "scrolled (end follows)")
         )
-        filt = f"  filter: {self._filter_text}" if self._filter_text else "  / filters"
+        filt = f"  filter: {self._filter_text} (esc clears)" if self._filter_text else "  / filters"
         text = f" -- events {shown}, {state}{filt}"
         return Strip([Segment(text, self._style("log--status"))]).adjust_cell_length(
             width, self._style("")
