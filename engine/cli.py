@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_import_parser(sub)
     add_trace_options(run)
+    from engine.importers.watch import add_qemu_parser
+
+    add_qemu_parser(sub, _duration)
     kvm = sub.add_parser("kvm", help="the real /dev/kvm backend")
     kvm_sub = kvm.add_subparsers(dest="kvm_command")
     probe = kvm_sub.add_parser(
@@ -207,6 +210,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from engine.importers.cli import cmd_import
 
         return cmd_import(args)
+    if args.command == "qemu":
+        from engine.importers.watch import cmd_qemu
+
+        return cmd_qemu(args)
     if args.command == "kvm":
         from engine.backends.kvm.probe import cmd_kvm
 
