@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sweep_parser(sub, _duration)
     add_hunt_parser(sub, _duration)
+    from engine.sweep.shrink import add_shrink_parser
+
+    add_shrink_parser(sub)
     from engine.importers.cli import add_import_parser, add_trace_options
 
     add_import_parser(sub)
@@ -226,6 +229,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from engine.sweep.hunt_cmd import cmd_hunt
 
         return cmd_hunt(args)
+    if args.command == "shrink":
+        from engine.sweep.shrink import cmd_shrink
+
+        return cmd_shrink(args)
     if args.command == "bench":
         from engine.bench.suite import cmd_bench
 
