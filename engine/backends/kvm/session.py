@@ -70,6 +70,8 @@ from engine.vmm.vmm import Transaction, Vmm
 DEFAULT_DURATION_NS = 1_000_000_000
 """A real run lasts this long unless --duration says otherwise: the scenarios' 1 ms of model
 time is a handful of real memslot ioctls on a host where each costs up to 1.4 ms."""
+RECORDED_CAP_NS = 120_000_000_000
+"""A recorded scenario's wall-time cap on a loaded host (each PAM transaction can take 0.2 s)."""
 SYNC_FLOOR_NS = 1_000_000
 """Dirty logs are harvested at most this often: a real KVM_GET_DIRTY_LOG flushes every vCPU's
 TLB, and the model's 10 us would keep the VMM thread in the kernel."""
@@ -721,7 +723,11 @@ class KvmSession:
         # One address space is all a scenario may use until the VM says otherwise (run()).
         self.program = check_scenario(sc, max(1, _address_spaces_hint()))
         self.bus = WallClockBus()
-        self.duration_ns = config.duration_ns or DEFAULT_DURATION_NS
+        # A recorded scenario ends when its steps are played; its cap is only a safety net.
+        recorded = config.scenario.gaps_ns is not None
+        self.duration_ns = config.duration_ns or (
+            RECORDED_CAP_NS if recorded else DEFAULT_DURATION_NS
+        )
         self.max_transactions = max_transactions
         self.nr_vcpus = config.vcpus or sc.vcpus
         armed = [parse_fault(f) for f in config.faults]
