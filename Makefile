@@ -9,7 +9,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: setup run test lint bench screenshots
+.PHONY: setup run test lint bench screenshots golden
 setup: $(BIN)/.installed
 
 run: setup
@@ -29,3 +29,7 @@ bench: setup
 
 screenshots: setup
 	$(BIN)/python -m tui.screenshots
+
+# The report golden files (tests/report/golden) from their fixed seeds; review the diff after.
+golden: setup
+	SLOTLAB_REGEN_GOLDEN=1 $(BIN)/pytest -q -p no:xdist tests/report/test_golden.py

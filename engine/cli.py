@@ -1,7 +1,8 @@
-"""slotlab's headless command line: run, replay --verify, compare, scenarios, strategies.
+"""slotlab's headless command line: run, check, replay --verify, compare, bench, report, ...
 
-Bad input gets one line naming what was wrong and where, and exit status 2; a failed
-verification exits 1. The full `slotlab` command (tui.cli) adds the TUI and the browser view.
+Bad input gets one line naming what was wrong and where, and exit status 2. `run` and `check`
+exit with the verdict (EXIT_CODES) so a script, or `git bisect run`, can act on it. The full
+`slotlab` command (tui.cli) adds the TUI, the browser view and the exports that drive the TUI.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from engine import __version__
 from engine.faults import FAULT_KINDS, FaultError
 from engine.log import LogError
 from engine.runner import check_log, make_config, run_session, summary_json, verify_log
@@ -22,17 +24,67 @@ from engine.sim.perturb import Perturb, parse_perturb
 from engine.units import format_ns, parse_duration
 from engine.vmm.strategies import STRATEGIES
 
+VERDICTS = ("ok", "violation", "crashed", "livelock")
+EXIT_CODES = {"ok": 0, "violation": 1, "crashed": 3, "livelock": 4}
+EXIT_DISAGREE = 5
+"""`check`: the log's own verdict line says something else than the re-judged events."""
+
+EXIT_STATUS_EPILOG = """exit status (run, check):
+  0 ok, 1 violation, 3 crashed, 4 livelock; 2 bad input; 5 (check) the log's own verdict
+  disagrees with the events. With --expect VERDICT: 0 when the verdict is VERDICT, else 1,
+  so `git bisect run slotlab run --expect ok ...` marks a commit good or bad."""
+
 
 class UsageError(Exception):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, unless the default is "nothing" or the help
+    already says what it is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or not action.option_strings
+            or default in (None, False, [], argparse.SUPPRESS)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (`slotlab run: argument --seed: ...`), like
     every other kind of bad input; --help still prints the full usage."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message}\n")
+
+
+def _int_in(lo: int, hi: int) -> Any:
+    """An argparse type: an integer in lo..hi, or a one-line error saying so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be {lo}..{hi}, not {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+SEED = _int_in(0, 2**64 - 1)
+VCPUS = _int_in(1, 1024)
 
 
 def _duration(text: str) -> int:
@@ -70,14 +122,25 @@ def default_log_path(scenario: str, strategy: str) -> str:
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scenario", default="split", help="built-in name or path to a .toml")
     p.add_argument(
-        "--scenario", default="split", help="built-in name or path to a .toml (default: split)"
+        "--strategy",
+        default="legacy",
+        choices=list(STRATEGIES),
+        metavar="STRATEGY",
+        help=f"the VMM's update strategy: {', '.join(STRATEGIES)}",
+    )
+    p.add_argument("--seed", type=SEED, default=1, help="the run's seed")
+    p.add_argument(
+        "--vcpus", type=VCPUS, default=None, help="vCPUs, 1..1024 (default: the scenario's)"
+    )
+    p.add_argument(
+        "--duration",
+        type=_duration,
+        default=None,
+        help="virtual time, e.g. 10ms (default: the scenario's)",
     )
     p.add_argument("--trace", metavar="LOG", help="a QEMU trace log, imported on the fly")
-    p.add_argument("--strategy", default="legacy", choices=list(STRATEGIES), metavar="STRATEGY")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--vcpus", type=int, default=None)
-    p.add_argument("--duration", type=_duration, default=None, help="virtual time, e.g. 10ms")
     p.add_argument(
         "--fault",
         action="append",
@@ -92,21 +155,59 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         type=_host_opt,
         default=[],
         metavar="KEY=VALUE",
-        help="model host option",
+        help="a model host option (repeatable), e.g. nr_memslots=16",
     )
     p.add_argument("--naive", action="store_true", help="a VMM that drops MMIO exits aimed at RAM")
-    p.add_argument("--backend", choices=("model", "kvm"), default="model")
+    p.add_argument(
+        "--backend",
+        choices=("model", "kvm"),
+        default="model",
+        help="the modelled kernel, or this machine's /dev/kvm",
+    )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="slotlab", description="Watch, break and explain KVM memslot updates.")
-    sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="run one scenario headless and print the verdict")
+LOG_HELP = "a session log: plain, .gz or .zst, or - for stdin"
+
+
+def add_log_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("log", metavar="LOG", help=LOG_HELP)
+
+
+def add_replay_verify(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="headless: re-execute the log and fail (exit 1) unless every event and the "
+        "verdict line are identical byte for byte",
+    )
+
+
+def add_expect(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--expect",
+        choices=VERDICTS,
+        metavar="VERDICT",
+        help=f"exit 0 when the verdict is VERDICT ({', '.join(VERDICTS)}), else 1",
+    )
+
+
+def build_parser(prog: str = "slotlab") -> argparse.ArgumentParser:
+    parser = Parser(
+        prog=prog,
+        description="Watch, break and explain KVM memslot updates.",
+        epilog=EXIT_STATUS_EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"slotlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser(
+        "run", help="run one scenario headless and print the verdict", epilog=EXIT_STATUS_EPILOG
+    )
     add_run_options(run)
     run.add_argument(
         "--log",
         metavar="PATH",
-        help="session log path (default: sessions/<time>-<scenario>-<strategy>.jsonl)",
+        help="session log path; .gz or .zst compresses "
+        "(default: sessions/<time>-<scenario>-<strategy>.jsonl)",
     )
     run.add_argument("--no-log", action="store_true", help="do not record a session log")
     run.add_argument("--json", action="store_true", help="print one JSON object")
@@ -116,28 +217,57 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="schedule perturbation as `slotlab hunt` and `shrink` print it",
     )
-    rep = sub.add_parser("replay", help="re-execute a session log")
-    rep.add_argument("log")
-    rep.add_argument(
-        "--verify", action="store_true", help="fail unless the events are identical byte for byte"
+    add_expect(run)
+    rep = sub.add_parser("replay", help="re-execute a session log (--verify: headless)")
+    add_log_argument(rep)
+    add_replay_verify(rep)
+    chk = sub.add_parser(
+        "check",
+        help="run the checker over a recorded session log",
+        epilog=EXIT_STATUS_EPILOG,
     )
-    chk = sub.add_parser("check", help="run the checker over a recorded session log")
-    chk.add_argument("log")
+    add_log_argument(chk)
+    add_expect(chk)
+    from engine.export.cli import add_export_parser
+    from engine.report.cli import add_report_parser
+
+    add_report_parser(sub)
+    add_export_parser(sub)
     sub.add_parser("scenarios", help="list the built-in scenarios")
     sub.add_parser("strategies", help="list the update strategies")
     sub.add_parser("faults", help="list the injectable faults")
     cmp_ = sub.add_parser("compare", help="every strategy on the same seeds, as a matrix")
     cmp_.add_argument("--scenario", default="split", help="a scenario, or all")
-    cmp_.add_argument("--seeds", type=int, default=10)
-    cmp_.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    cmp_.add_argument("--fault", action="append", default=[], metavar="NAME[=ARGS]")
-    cmp_.add_argument("--duration", type=_duration, default=None)
-    cmp_.add_argument("--backend", choices=("model", "kvm", "both"), default="model")
-    cmp_.add_argument("--json", action="store_true")
-    bench = sub.add_parser("bench", help="the benchmark suite")
-    bench.add_argument("--quick", action="store_true")
-    bench.add_argument("--json", action="store_true")
-    bench.add_argument("--only", metavar="NAME")
+    cmp_.add_argument("--seeds", type=_int_in(1, 100_000), default=10, help="seeds 1..N per cell")
+    cmp_.add_argument(
+        "--jobs", type=_int_in(1, 256), default=os.cpu_count() or 1, help="worker processes"
+    )
+    cmp_.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME[=ARGS]",
+        help="arm a fault in every run (repeatable)",
+    )
+    cmp_.add_argument(
+        "--duration",
+        type=_duration,
+        default=None,
+        help="virtual time per run (default: the scenario's)",
+    )
+    cmp_.add_argument(
+        "--backend",
+        choices=("model", "kvm", "both"),
+        default="model",
+        help="the model, this machine's /dev/kvm, or both side by side",
+    )
+    cmp_.add_argument("--json", action="store_true", help="print one JSON object")
+    bench = sub.add_parser("bench", help="the benchmark suite (exit 1 when a target is not met)")
+    bench.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument(
+        "--only", metavar="NAME", help="only the measures whose name starts with NAME"
+    )
     from engine.sweep.hunt_cmd import add_hunt_parser
     from engine.sweep.sweep_cmd import add_sweep_parser
 
@@ -154,17 +284,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_qemu_parser(sub, _duration)
     kvm = sub.add_parser("kvm", help="the real /dev/kvm backend")
-    kvm_sub = kvm.add_subparsers(dest="kvm_command")
+    kvm_sub = kvm.add_subparsers(dest="kvm_command", metavar="KVM_COMMAND")
     probe = kvm_sub.add_parser(
         "probe", help="is /dev/kvm usable, the kernel, its caps, a 1 s self-test of the race"
     )
-    probe.add_argument("--json", action="store_true")
-    probe.add_argument("--no-self-test", action="store_true")
+    probe.add_argument("--json", action="store_true", help="print one JSON object")
+    probe.add_argument("--no-self-test", action="store_true", help="skip the 1 s self-test")
     return parser
 
 
+def reader_gone() -> int:
+    """The reader went away (`slotlab scenarios | head`): stop quietly, as cat does. Point
+    stdout at /dev/null so the interpreter's final flush does not raise again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 1
+
+
+def subcommands(parser: argparse.ArgumentParser) -> Any:
+    """The parser's subcommand table, so the full `slotlab` command can add its own."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    raise LookupError("the parser has no subcommands")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_parsed(build_parser().parse_args(argv))
+
+
+def run_parsed(args: argparse.Namespace) -> int:
+    """Dispatch parsed arguments; bad input is one line and status 2, never a traceback."""
     try:
         return dispatch(args)
     except (UsageError, ValueError, ScenarioError, FaultError, LogError) as err:
@@ -172,10 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"slotlab: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:
-        # The reader went away (`slotlab scenarios | head`): stop quietly, as cat does. Point
-        # stdout at /dev/null so the interpreter's final flush does not raise again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        return reader_gone()
     except KeyboardInterrupt:
         print("slotlab: interrupted", file=sys.stderr)
         return 130
@@ -190,6 +336,14 @@ def dispatch(args: argparse.Namespace) -> int:
         return cmd_replay(args)
     if args.command == "check":
         return cmd_check(args)
+    if args.command == "report":
+        from engine.report.cli import cmd_report
+
+        return cmd_report(args)
+    if args.command == "export":
+        from engine.export.cli import cmd_export
+
+        return cmd_export(args)
     if args.command == "scenarios":
         for name in builtin_names():
             sc = load_scenario(name)
@@ -250,8 +404,6 @@ def run_config(args: argparse.Namespace) -> Any:
         from engine.backends.kvm.run import check_kvm_run
 
         check_kvm_run(args.scenario, args.strategy)
-    if args.vcpus is not None and not 1 <= args.vcpus <= 1024:
-        raise UsageError(f"--vcpus must be 1..1024, not {args.vcpus}")
     return make_config(
         args.scenario,
         args.strategy,
@@ -291,7 +443,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(summary_json(summary))
     else:
         print_summary(summary)
-    return 0
+    return exit_status(summary["verdict"], args.expect)
+
+
+def exit_status(verdict: str, expect: str | None) -> int:
+    if expect is not None:
+        return 0 if verdict == expect else 1
+    return EXIT_CODES[verdict]
 
 
 def print_summary(s: dict[str, Any]) -> None:
@@ -324,7 +482,7 @@ def print_summary(s: dict[str, Any]) -> None:
         ),
         ("vCPU stall", format_ns(s["vcpu_stall_ns"])),
         ("events", f"{s['events']} over {format_ns(s['virtual_ns'])} virtual"),
-        ("log", str(s["log"])),
+        ("log", str(s["log"]) if s["log"] else "not recorded (--no-log)"),
     ]
     for k, v in rows:
         table.add_row(f"[dim]{k}[/]", v)
@@ -342,8 +500,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print("(the log has no verdict line: the run did not finish)")
     elif log.verdict.verdict != verdict.verdict:
         print(f"the log's own verdict was {log.verdict.verdict}: they disagree")
-        return 1
-    return 0
+        return EXIT_DISAGREE
+    return exit_status(verdict.verdict, args.expect)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import trio
 from engine.checker import Checker, Verdict
 from engine.events import Command, Event, Violation
 from engine.faults import parse_fault, parse_fault_file
-from engine.log import LogError, SessionLog, encode_event, read_log, verdict_line
+from engine.log import Header, LogError, SessionLog, encode_event, read_log, verdict_line
 from engine.scenarios import Scenario, load_scenario, parse_scenario
 from engine.scenarios.loader import builtin_dir
 from engine.session import RunConfig, Session
@@ -196,17 +196,22 @@ def verdict_mismatch(log: SessionLog, session: Session) -> str:
     return f"the verdict line differs:\n  log:    {want.decode()}\n  replay: {got.decode()}"
 
 
-def check_log(path: str) -> tuple[Verdict, SessionLog]:
-    """The checker on a recorded log: re-judge its events without re-executing anything."""
-    log = read_log(path)
-    atomic = get_strategy(log.header.strategy).atomic
-    checker = Checker(atomic)
-    if log.header.host.get("backend") == "kvm":
+def checker_for(header: Header) -> Checker:
+    """A fresh checker that judges a recorded run as its own checker did online."""
+    atomic = get_strategy(header.strategy).atomic
+    if header.host.get("backend") == "kvm":
         # A real run has no swap times to judge against: its checker words crashes in terms
         # of the DELETE ioctl instead, as it did online.
         from engine.backends.kvm.session import KvmChecker
 
-        checker = KvmChecker(atomic)
+        return KvmChecker(atomic)
+    return Checker(atomic)
+
+
+def check_log(path: str) -> tuple[Verdict, SessionLog]:
+    """The checker on a recorded log: re-judge its events without re-executing anything."""
+    log = read_log(path)
+    checker = checker_for(log.header)
     for event in log.events:
         # Violations in the log are the online checker's own findings; judge afresh.
         if not isinstance(event, Violation):

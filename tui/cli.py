@@ -6,6 +6,9 @@ engine's headless CLI (engine.cli), which never imports the TUI.
     slotlab serve [--host H] [--port P] [tui options]
     slotlab replay LOG [--speed F] [--paused]     the TUI on a recorded session
     slotlab replay LOG --verify    headless verification (engine.cli)
+    slotlab export LOG --format asciicast    a recording of the TUI replaying LOG
+    slotlab completion bash|zsh|fish         a shell completion script
+    slotlab man                    the man page (roff), generated from this parser
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import math
 import shlex
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 from engine import cli as engine_cli
 from engine.faults import FaultError
@@ -25,14 +27,12 @@ from engine.units import parse_duration
 from engine.vmm.strategies import STRATEGIES
 from tui.options import DEFAULT_SPEED, LaunchOptions
 
+EXAMPLES = "examples:\n" + "\n".join(
+    line for line in (__doc__ or "").splitlines() if line.startswith("    slotlab")
+)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 THEME_NAMES = {"dark": "textual-dark", "light": "textual-light"}
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message}\n")
 
 
 def _speed(text: str) -> float:
@@ -54,9 +54,20 @@ def _duration(text: str) -> int:
 
 def add_tui_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", default="split", help="built-in name or path to a .toml")
-    p.add_argument("--strategy", default="legacy", choices=list(STRATEGIES), metavar="STRATEGY")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--backend", choices=("model", "kvm"), default="model")
+    p.add_argument(
+        "--strategy",
+        default="legacy",
+        choices=list(STRATEGIES),
+        metavar="STRATEGY",
+        help=f"the VMM's update strategy: {', '.join(STRATEGIES)}",
+    )
+    p.add_argument("--seed", type=engine_cli.SEED, default=1, help="the run's seed")
+    p.add_argument(
+        "--backend",
+        choices=("model", "kvm"),
+        default="model",
+        help="the modelled kernel, or this machine's /dev/kvm",
+    )
     p.add_argument(
         "--speed",
         type=_speed,
@@ -73,36 +84,85 @@ def add_tui_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-faults", action="store_true", help="arm no fault")
     p.add_argument("--faults", metavar="FILE", help="scripted faults: lines of `TIME NAME[=ARGS]`")
-    p.add_argument("--vcpus", type=int, default=None)
-    p.add_argument("--duration", type=_duration, default=None, help="virtual time, e.g. 10ms")
+    p.add_argument("--vcpus", type=int, default=None, help="1..1024 (default: the scenario's)")
+    p.add_argument(
+        "--duration",
+        type=_duration,
+        default=None,
+        help="virtual time, e.g. 10ms (default: the scenario's)",
+    )
     p.add_argument(
         "--host",
         action="append",
         type=engine_cli._host_opt,
         default=[],
         metavar="KEY=VALUE",
-        help="model host option",
+        help="a model host option (repeatable), e.g. nr_memslots=16",
     )
-    p.add_argument("--log", metavar="PATH", help="session log path (default: sessions/...)")
+    p.add_argument(
+        "--log",
+        metavar="PATH",
+        help="session log path; .gz or .zst compresses (default: sessions/...)",
+    )
     p.add_argument("--no-log", action="store_true", help="do not record the session")
-    p.add_argument("--theme", choices=list(THEME_NAMES), default=None)
+    add_display_options(p)
+
+
+def add_display_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--theme", choices=list(THEME_NAMES), default=None, help="(default: Textual's own)"
+    )
     p.add_argument("--no-mouse", action="store_true", help="leave the mouse to the terminal")
 
 
+def _port(text: str) -> int:
+    value: int = engine_cli._int_in(1, 65535)(text)
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="slotlab", description="Watch, break and explain KVM memslot updates.")
-    sub = parser.add_subparsers(dest="command")
+    """The whole `slotlab` command: the engine's headless commands plus the TUI's; --help,
+    the completion scripts and the man page all come from this one parser."""
+    parser = engine_cli.build_parser()
+    parser.description = (
+        "Watch, break and explain KVM memslot updates. With no command: the TUI "
+        "(split under legacy, the race armed, slow motion)."
+    )
+    parser.epilog = f"{EXAMPLES}\n\n{engine_cli.EXIT_STATUS_EPILOG}"
+    sub = engine_cli.subcommands(parser)
     add_tui_options(sub.add_parser("tui", help="the monitor (the default command)"))
-    serve = sub.add_parser("serve", help="the TUI in a browser (textual-serve)")
-    serve.add_argument("--host", dest="bind", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
-    replay = sub.add_parser("replay", help="open a session log in the TUI")
-    replay.add_argument("log")
-    replay.add_argument("--speed", type=_speed, default=DEFAULT_SPEED)
-    replay.add_argument("--paused", action="store_true")
-    replay.add_argument("--theme", choices=list(THEME_NAMES), default=None)
-    replay.add_argument("--no-mouse", action="store_true")
+    serve = sub.add_parser(
+        "serve",
+        help="the TUI in a browser (textual-serve); takes the tui options too",
+    )
+    serve.add_argument("--host", dest="bind", default=DEFAULT_HOST, help="the address to listen on")
+    serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help="the port to listen on")
+    replay = sub.choices["replay"]
+    replay.add_argument(
+        "--speed",
+        type=_speed,
+        default=DEFAULT_SPEED,
+        help="TUI: virtual seconds per wall second (inf = flat out)",
+    )
+    replay.add_argument("--paused", action="store_true", help="TUI: start paused")
+    add_display_options(replay)
+    completion = sub.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"), help="for which shell")
+    sub.add_parser("man", help="print the man page (roff); view it with `man -l -`")
+    _complete_files(parser)
     return parser
+
+
+def _complete_files(parser: argparse.ArgumentParser) -> None:
+    """Paths complete as files in every shell (shtab reads `complete` off each action)."""
+    import shtab
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _complete_files(child)
+        elif action.dest in ("log", "faults", "output", "out", "summary"):
+            action.complete = shtab.FILE  # type: ignore[attr-defined]
 
 
 def options_from_args(args: argparse.Namespace) -> LaunchOptions:
@@ -173,7 +233,7 @@ def serve_command(passthrough: Sequence[str]) -> str:
 def cmd_serve(argv: Sequence[str]) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(["serve", *argv])
-    tui_parser = _Parser(prog="slotlab serve")
+    tui_parser = engine_cli.Parser(prog="slotlab serve")
     add_tui_options(tui_parser)
     check_backend(options_from_args(tui_parser.parse_args(rest)))
     check_keymap_env()
@@ -198,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ScenarioError, FaultError, LogError) as err:
         print(f"slotlab: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return engine_cli.reader_gone()
     except KeyboardInterrupt:
         print("slotlab: interrupted", file=sys.stderr)
         return 130
@@ -206,20 +268,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: list[str]) -> int:
     if not args:
         return run_app(LaunchOptions())
-    command = args[0]
-    if command in ("-h", "--help"):
-        print(__doc__.strip() + "\n\nHeadless commands:\n")
-        engine_cli.build_parser().print_help()
+    if args[0] == "serve":
+        return cmd_serve(args[1:])
+    if args[0] in ("-h", "--help"):
+        build_parser().print_help()
         return 0
+    ns = build_parser().parse_args(args)
+    command = ns.command
     if command == "tui":
-        ns = build_parser().parse_args(args)
         options = options_from_args(ns)
         check_backend(options)
         return run_app(options, mouse=not ns.no_mouse)
-    if command == "serve":
-        return cmd_serve(args[1:])
-    if command == "replay" and "--verify" not in args:
-        ns = build_parser().parse_args(args)
+    if command == "completion":
+        import shtab
+
+        print(shtab.complete(build_parser(), shell=ns.shell))
+        return 0
+    if command == "man":
+        from argparse_manpage.manpage import Manpage
+
+        from engine import __version__
+
+        data = {"project_name": "slotlab", "version": __version__}
+        sys.stdout.write(str(Manpage(build_parser(), _data=data)))
+        return 0
+    if command == "export" and ns.format == "asciicast":
+        from engine.export.cli import write_output
+        from tui.asciicast import export_asciicast
+
+        cast = export_asciicast(ns.log, ns.size, ns.speed, ns.fps, ns.asciicast_version)
+        write_output(cast, ns.output)
+        return 0
+    if command == "replay" and not ns.verify:
         if ns.log == "-":
             raise ValueError(
                 "replay -: the TUI takes its keys from stdin, so it cannot read a log from it; "
@@ -237,7 +317,7 @@ def _dispatch(args: list[str]) -> int:
         return run_app(options, mouse=not ns.no_mouse)
     if command == "bench":
         register_bench()
-    return engine_cli.main(args)
+    return engine_cli.run_parsed(ns)
 
 
 if __name__ == "__main__":

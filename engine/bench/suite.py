@@ -70,7 +70,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 }
             ).decode()
         )
-        return 0
+        return _status(measures)
     from rich.console import Console
     from rich.table import Table
 
@@ -86,4 +86,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     console.print(table)
     for line in skipped:
         console.print(f"[yellow]skipped[/] {line}", highlight=False)
-    return 0
+    return _status(measures)
+
+
+def _status(measures: list[Measure]) -> int:
+    """1 when any measure missed its target, so CI and scripts can act on a regression."""
+    return 1 if any(m.met is False for m in measures) else 0

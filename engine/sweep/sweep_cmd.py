@@ -58,9 +58,9 @@ def add_sweep_parser(sub: Any, duration: Any) -> None:
         metavar="NAME:KEY=VALUE,...",
         help="a model host (repeatable; default: the default host)",
     )
-    p.add_argument("--vcpus", type=int, default=None)
+    p.add_argument("--vcpus", type=int, default=None, help="vCPUs (default: the scenario's)")
     p.add_argument("--duration", type=duration, default=None, help="virtual time per run")
-    p.add_argument("--out", default="sweep.parquet", metavar="FILE")
+    p.add_argument("--out", default="sweep.parquet", metavar="FILE", help="the Parquet file")
     p.add_argument("--keep", choices=KEEP_CHOICES, default="failing", help="which runs' logs")
     p.add_argument("--logs", metavar="DIR", help="where kept logs go (default: FILE-logs)")
     p.add_argument("--summary", metavar="FILE", help="print the matrix of a sweep's Parquet")

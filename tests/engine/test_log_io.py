@@ -12,7 +12,7 @@ import msgspec
 import pytest
 import zstandard
 
-from engine.log import LogWriter, read_log
+from engine.log import EVENT_TYPES, Header, LogWriter, VerdictLine, read_log
 from engine.runner import make_config, run_session, verify_log
 from tests.engine.helpers import ROOT, run_cli
 
@@ -122,3 +122,24 @@ def test_a_schema_1_log_with_its_path_in_the_verdict_still_verifies(
     old = tmp_path / "old.jsonl"
     old.write_bytes(b"\n".join(lines) + b"\n")
     assert verify_log(str(old)).ok
+
+
+def test_the_format_doc_names_every_kind_and_field() -> None:
+    """docs/log-format.md documents every line kind the reader accepts, with all its fields."""
+    doc = (ROOT / "docs" / "log-format.md").read_text()
+    rows = {
+        line.split("|")[1].strip().strip("`"): line
+        for line in doc.splitlines()
+        if line.startswith("| `")
+    }
+    sections = {"header": doc.split("### `header`")[1].split("###")[0]}
+    sections["verdict"] = doc.split("### `verdict`")[1].split("###")[0]
+    for cls in (Header, VerdictLine, *EVENT_TYPES):
+        info = msgspec.inspect.type_info(cls)
+        assert isinstance(info, msgspec.inspect.StructType)
+        tag = str(info.tag)
+        where = sections.get(tag) or rows.get(tag)
+        assert where, f"event kind {tag!r} is not in docs/log-format.md"
+        for field in info.fields:
+            if field.name not in ("t", "seq"):
+                assert f"`{field.name}`" in where, f"{tag}.{field.name} is not documented"

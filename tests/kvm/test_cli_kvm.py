@@ -21,7 +21,7 @@ def test_run_on_kvm_logs_a_run_that_check_judges_and_replay_refuses(tmp_path: Pa
     log = tmp_path / "split-legacy.jsonl"
     r = run_cli("run", "--backend", "kvm", "--scenario", "split", "--strategy", "legacy",
                 "--duration", "2s", "--log", str(log), "--json")  # fmt: skip
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 3, r.stderr  # crashed
     summary = json.loads(r.stdout)
     assert summary["verdict"] == "crashed"
     assert summary["internal_errors"] >= 1
@@ -40,7 +40,7 @@ def test_run_on_kvm_logs_a_run_that_check_judges_and_replay_refuses(tmp_path: Pa
     assert "nondeterministic and cannot be replayed" in one_line(r.stderr)
 
     r = run_cli("check", str(log))
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == 3, r.stdout + r.stderr  # crashed
     assert r.stdout.startswith("crashed: ")
 
 
@@ -73,7 +73,7 @@ def test_without_dev_kvm_one_line_says_how_to_fix_it_and_the_model_still_runs() 
     assert r.returncode == 2
     assert "/nonexistent/kvm does not exist" in one_line(r.stderr)
     r = run_cli("run", "--no-log", "--json", env=NO_KVM)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 3, r.stderr  # crashed
     assert json.loads(r.stdout)["verdict"] == "crashed"
 
 

@@ -84,7 +84,7 @@ def test_bad_speed_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
 def test_other_commands_go_to_the_engine_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["strategies"]) == 0
     assert "legacy" in capsys.readouterr().out
-    assert cli.main(["run", "--no-log", "--json", "--fault", "race"]) == 0
+    assert cli.main(["run", "--no-log", "--json", "--fault", "race"]) == 3  # crashed
     assert '"verdict":"crashed"' in capsys.readouterr().out
 
 
@@ -92,7 +92,7 @@ def test_replay_without_verify_opens_the_tui(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     log = tmp_path / "run.jsonl"
-    assert cli.main(["run", "--log", str(log)]) == 0
+    assert cli.main(["run", "--log", str(log)]) == 3  # crashed
     seen: list[LaunchOptions] = []
     monkeypatch.setattr(cli, "run_app", lambda options, mouse=True: seen.append(options) or 0)
     assert cli.main(["replay", str(log), "--paused", "--speed", "1e-4"]) == 0
