@@ -35,7 +35,7 @@ def add_trace_options(p: argparse.ArgumentParser) -> None:
 
 def add_import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     imp = sub.add_parser("import", help="a real VMM's trace as a scenario (qemu-trace, strace)")
-    imp.add_argument("format", choices=FORMATS)
+    imp.add_argument("format", choices=FORMATS, help="what wrote the trace")
     imp.add_argument("log", help="the trace file (.gz is read too)")
     imp.add_argument("-o", "--output", metavar="SCENARIO.toml", help="default: NAME.toml here")
     imp.add_argument("--name", help="scenario name (default: from the file name)")

@@ -20,9 +20,15 @@ def add_hunt_parser(sub: Any, duration: Any) -> None:
         "hunt", help="search seeds and perturbed schedules for a failing run, no fault armed"
     )
     p.add_argument("--scenario", default="split", help="built-in name or path to a .toml")
-    p.add_argument("--strategy", default="legacy", choices=list(STRATEGIES), metavar="STRATEGY")
+    p.add_argument(
+        "--strategy",
+        default="legacy",
+        choices=list(STRATEGIES),
+        metavar="STRATEGY",
+        help="the VMM's update strategy",
+    )
     p.add_argument("--budget", type=int, default=1000, help="runs at most (default 1000)")
-    p.add_argument("--first-seed", type=int, default=1)
+    p.add_argument("--first-seed", type=int, default=1, help="the seed the search starts at")
     p.add_argument("--depth", type=int, default=3, help="PCT depth: depth-1 change points")
     p.add_argument(
         "--max-preempt",
@@ -34,10 +40,12 @@ def add_hunt_parser(sub: Any, duration: Any) -> None:
     p.add_argument(
         "--no-perturb", action="store_true", help="plain seeds only: the baseline to compare with"
     )
-    p.add_argument("--vcpus", type=int, default=None)
-    p.add_argument("--duration", type=duration, default=None)
+    p.add_argument("--vcpus", type=int, default=None, help="vCPUs (default: the scenario's)")
+    p.add_argument(
+        "--duration", type=duration, default=None, help="virtual time (default: the scenario's)"
+    )
     p.add_argument("--log", metavar="PATH", help="where the failing run's log goes")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     add_cluster_options(p)
 
 
