@@ -86,6 +86,8 @@ def reproduce_command(log: SessionLog) -> list[str]:
                 argv += ["--host", f"{key}={_host_value(value)}"]
     if h.naive:
         argv.append("--naive")
+    if not isinstance(h.perturb, msgspec.UnsetType):
+        argv += ["--perturb", h.perturb.text()]
     return argv
 
 
