@@ -47,7 +47,12 @@ def add_qemu_parser(sub: argparse._SubParsersAction, duration: object) -> None: 
     p.add_argument(
         "--out", metavar="DIR", help="where the trace and scenario go (default sessions/)"
     )
-    p.add_argument("qemu_command", nargs=argparse.REMAINDER, metavar="-- QEMU_COMMAND...")
+    p.add_argument(
+        "qemu_command",
+        nargs=argparse.REMAINDER,
+        metavar="-- QEMU_COMMAND...",
+        help="the QEMU command line to run",
+    )
 
 
 def qemu_command(args: argparse.Namespace) -> list[str]:

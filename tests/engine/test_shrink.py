@@ -20,7 +20,7 @@ def test_shrink_drops_what_the_crash_does_not_need(
     """split under legacy crashes with no fault at all and with one vCPU: both go."""
     log = tmp_path / "race.jsonl"
     argv = ["run", "--strategy", "legacy", "--vcpus", "3", "--fault", "race", "--fault", "gp-delay"]
-    assert main([*argv, "--log", str(log)]) == 0
+    assert main([*argv, "--log", str(log)]) == 3  # run exits 3: crashed
     capsys.readouterr()
     out = tmp_path / "small.jsonl"
     assert main(["shrink", str(log), "--out", str(out), "--seed-tries", "0", "--json"]) == 0
@@ -36,7 +36,7 @@ def test_shrink_drops_what_the_crash_does_not_need(
     again = tmp_path / "again.jsonl"
     command = shlex.split(got["command"].replace(str(out), str(again)))
     assert command[:2] == ["slotlab", "run"]
-    assert main([*command[1:], "--json"]) == 0
+    assert main([*command[1:], "--json"]) == 3  # crashed again
     assert again.read_bytes() == out.read_bytes()
 
 
