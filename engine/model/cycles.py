@@ -24,89 +24,123 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from engine.model.constants import PAGE_SHIFT
 from engine.model.guest import INSN_SIZE, Insn
 
 if TYPE_CHECKING:
+    from engine.model.stage2 import Stage2
     from engine.model.vcpu import Vcpu
 
 MAX_CYCLE = 64
 _SIMPLE = frozenset({"nop", "mov", "jmp", "load", "store", "inc"})
+_DATA = frozenset({"load", "store", "inc"})
+_WRITES = frozenset({"store", "inc"})
 Step = tuple[str, int, int]  # op, immediate or data gpa, data hva (-1 for none)
 
 
-def _walk(
-    start: int, pages: dict[int, int], writable: set[int], memory: dict[int, object], shift: int
-) -> tuple[list[Step], bool] | None:
-    """The cycle from start back to start, if every step of it hits stage-2; and whether it
-    closes with `loop` (the only place a loop may be)."""
+class Walk:
+    """What the walk from one rip found under one stage-2 version: the cycle's steps (None:
+    no cycle of the closed-form shape starts there), whether it closes with `loop`, and the
+    instructions it fetched, which must still be in memory for the walk to be reused."""
+
+    __slots__ = ("code", "insns", "looped", "steps", "version")
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.steps: list[Step] | None = None
+        self.looped = False
+        self.code: list[int] = []
+        self.insns: list[object] = []
+
+
+Walks = dict[int, Walk]
+
+
+def _walk(start: int, stage2: Stage2, memory: dict[int, object]) -> Walk:
+    """The cycle from start back to start, if every step of it hits stage-2."""
+    w = Walk(stage2.version)
+    pages, writable, shift = stage2.pages, stage2.writable, PAGE_SHIFT
+    get = pages.get
     steps: list[Step] = []
     rip = start
-    code: set[int] = set()
     while len(steps) < MAX_CYCLE:
-        spte = pages.get(rip >> shift)
+        spte = get(rip >> shift)
         if spte is None:
-            return None
+            return w
         insn = memory.get(spte + rip)
         if not isinstance(insn, Insn):
-            return None
-        code.add(spte + rip)
+            return w
+        w.code.append(spte + rip)
+        w.insns.append(insn)
         op, arg = insn.op, insn.arg
         if op == "loop":
             if arg != start:
-                return None
+                return w
             steps.append((op, arg, -1))
-            return (steps, True) if not _writes_code(steps, code) else None
+            break
         if op not in _SIMPLE:
-            return None
+            return w
         hva = -1
-        if op in ("load", "store", "inc"):
-            dspte = pages.get(arg >> shift)
+        if op in _DATA:
+            dspte = get(arg >> shift)
             if dspte is None or (op != "load" and arg >> shift not in writable):
-                return None
+                return w
             hva = dspte + arg
         steps.append((op, arg, hva))
         rip = arg if op == "jmp" else rip + INSN_SIZE
         if rip == start:
-            return (steps, False) if not _writes_code(steps, code) else None
-    return None
+            break
+    else:
+        return w
+    if any(op in _WRITES and hva in w.code for op, _, hva in steps):
+        return w  # the cycle writes its own code
+    w.steps, w.looped = steps, steps[-1][0] == "loop"
+    return w
 
 
-def _writes_code(steps: list[Step], code: set[int]) -> bool:
-    return any(op in ("store", "inc") and hva in code for op, _, hva in steps)
+def _find(start: int, stage2: Stage2, memory: dict[int, object], walks: Walks) -> Walk:
+    """The walk from start, reused while stage-2 is unchanged and so is the code it read."""
+    w = walks.get(start)
+    if (
+        w is None
+        or w.version != stage2.version
+        or any(memory.get(h) is not i for h, i in zip(w.code, w.insns, strict=True))
+    ):
+        w = walks[start] = _walk(start, stage2, memory)
+    return w
 
 
 def run_cycles(
-    vcpu: Vcpu,
-    pages: dict[int, int],
-    writable: set[int],
-    memory: dict[int, object],
-    shift: int,
-    budget: int,
+    vcpu: Vcpu, stage2: Stage2, memory: dict[int, object], budget: int, walks: Walks
 ) -> int:
     """Run whole iterations of the cycle at vcpu.rip, at most `budget` instructions' worth;
-    return how many instructions that was: 0 when the budget is too small for two iterations,
-    -1 when there is no cycle of the closed-form shape here."""
-    found = _walk(vcpu.rip, pages, writable, memory, shift)
-    if found is None:
-        return -1
-    steps, looped = found
+    return how many instructions that was (0: none, the interpreter goes on). `walks` is the
+    caller's cache of cycles by start address."""
+    w = _find(vcpu.rip, stage2, memory, walks)
+    steps = w.steps
+    if steps is None:
+        return 0
     length = len(steps)
     m = budget // length
-    if looped and vcpu.rcx > 0:
+    if w.looped and vcpu.rcx > 0:
         m = min(m, vcpu.rcx - 1)
     if m < 2:
         return 0
     counters: dict[int, int] = {}
     touched: set[int] = set()
+    stores = False
     for op, _, hva in steps:
         if op == "inc":
             counters[hva] = counters.get(hva, 0) + 1
-        elif op in ("load", "store"):
+        elif op == "load":
             touched.add(hva)
+        elif op == "store":
+            touched.add(hva)
+            stores = True
     if touched & counters.keys():
         # An inc of an address the cycle also loads or stores: not a plain counter. The
         # interpreter does it instead.
-        return -1
+        return 0
     last_gpa = next((arg for op, arg, hva in reversed(steps) if hva >= 0), None)
     acc = vcpu.acc
     done = 0
@@ -121,6 +155,9 @@ def run_cycles(
             elif op == "store":
                 memory[hva] = acc
         done += 1
+        if not stores:
+            # Loads read memory the cycle never changes: one iteration settles acc.
+            break
         state = (acc, tuple(memory.get(h) for h in sorted(touched)))
         if state == seen:
             break
@@ -129,7 +166,7 @@ def run_cycles(
         value = memory.get(hva)
         memory[hva] = (value if isinstance(value, int) else 0) + count * m
     vcpu.acc = acc
-    if looped:
+    if w.looped:
         vcpu.rcx -= m
     if last_gpa is not None:
         vcpu.last_data_gpa = last_gpa

@@ -15,7 +15,7 @@ from engine.model.constants import PAGE_SHIFT
 
 
 class Stage2:
-    __slots__ = ("mmio", "mmu_invalidate_seq", "pages", "writable")
+    __slots__ = ("mmio", "mmu_invalidate_seq", "pages", "version", "writable")
 
     def __init__(self) -> None:
         self.pages: dict[int, int] = {}
@@ -24,9 +24,13 @@ class Stage2:
         # Bumped by every zap; a fault that started before a zap must not install its SPTE
         # (mmu_invalidate_retry()).
         self.mmu_invalidate_seq = 0
+        # Bumped by every change to pages or writable: what a vCPU derived from them (a guest
+        # loop's host addresses, engine/model/cycles.py) holds while it is unchanged.
+        self.version = 0
 
     def install(self, gfn: int, hva: int, writable: bool) -> None:
         """Map gfn to the page at host address hva."""
+        self.version += 1
         self.pages[gfn] = hva - (gfn << PAGE_SHIFT)
         if writable:
             self.writable.add(gfn)
@@ -36,6 +40,7 @@ class Stage2:
     def zap_all(self) -> int:
         """kvm_mmu_zap_all_fast(): every root invalidated."""
         count = len(self.pages) + len(self.mmio)
+        self.version += 1
         self.pages.clear()
         self.writable.clear()
         self.mmio.clear()
@@ -45,6 +50,7 @@ class Stage2:
     def zap_range(self, start_gfn: int, end_gfn: int) -> int:
         """kvm_mmu_zap_memslot_leafs(): only the slot's gfns."""
         count = 0
+        self.version += 1
         for table in (self.pages, self.mmio):
             if end_gfn - start_gfn < len(table):
                 doomed = [g for g in range(start_gfn, end_gfn) if g in table]
@@ -63,10 +69,12 @@ class Stage2:
         Always in place: a vCPU inside KVM_RUN walks these very containers, as hardware walks
         the live page tables, and kvm_mmu_slot_remove_write_access() plus the TLB flush that
         follows it reach a vCPU already running in the guest."""
+        self.version += 1
         if end_gfn - start_gfn < len(self.writable):
             self.writable.difference_update(range(start_gfn, end_gfn))
         else:
             self.writable.difference_update([g for g in self.writable if start_gfn <= g < end_gfn])
 
     def write_protect_pages(self, gfns: list[int]) -> None:
+        self.version += 1
         self.writable.difference_update(gfns)

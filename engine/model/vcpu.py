@@ -20,7 +20,7 @@ from collections.abc import Generator
 
 from engine.events import Exit, Fault, UdInjected
 from engine.model import constants as c
-from engine.model.cycles import run_cycles
+from engine.model.cycles import Walks, run_cycles
 from engine.model.guest import INSN_SIZE, Insn
 from engine.model.memslots import Memslot, MemslotSet
 from engine.model.vm import VM
@@ -122,8 +122,8 @@ class Vcpu:
         # them run as one step. Anything that enters KVM yields the pending time first, so
         # its events carry the right timestamp.
         pending = 0
-        # Backward-jump targets with no closed-form cycle, until stage-2 changes size.
-        no_cycle: set[tuple[int, int, int]] = set()
+        # Guest loops found at backward-jump targets (engine/model/cycles.py).
+        walks: Walks = {}
         while True:
             if self.kick_requested:
                 self.kick_requested = False
@@ -197,14 +197,8 @@ class Vcpu:
             elif op in _JUMPS and self.rip <= rip:
                 # A loop closed: run the whole iterations that fit before the next yield at
                 # once (engine/model/cycles.py); the state is the interpreter's, exactly.
-                key = (self.rip, len(pages), len(writable))
-                if key not in no_cycle:
-                    budget = (self.horizon_ns - pending) // insn_ns
-                    done = run_cycles(self, pages, writable, memory, shift, budget)
-                    if done < 0:
-                        no_cycle.add(key)
-                    else:
-                        pending += done * insn_ns
+                budget = (self.horizon_ns - pending) // insn_ns
+                pending += run_cycles(self, stage2, memory, budget, walks) * insn_ns
 
     def _stalled_exit(self) -> Generator[int, None, None]:
         """An exit KVM handles in the kernel (say, an external interrupt) during which the

@@ -55,7 +55,7 @@ def _run(lines: list[str], horizon: int, rcx: int, closed_form: bool) -> dict[st
     yields: list[int] = []
     exit = None
     run = vcpu.kvm_run()
-    interpreter_only = mock.patch("engine.model.vcpu.run_cycles", return_value=-1)
+    interpreter_only = mock.patch("engine.model.vcpu.run_cycles", return_value=0)
     with contextlib.nullcontext() if closed_form else interpreter_only:
         try:
             for _ in range(300):
