@@ -43,7 +43,9 @@ class Walk:
     no cycle of the closed-form shape starts there), whether it closes with `loop`, and the
     instructions it fetched, which must still be in memory for the walk to be reused."""
 
-    __slots__ = ("code", "insns", "looped", "steps", "version")
+    __slots__ = (
+        "code", "counters", "insns", "last_gpa", "looped", "steps", "stores", "touched", "version"
+    )  # fmt: skip
 
     def __init__(self, version: int) -> None:
         self.version = version
@@ -51,6 +53,28 @@ class Walk:
         self.looped = False
         self.code: list[int] = []
         self.insns: list[object] = []
+        # inc'd hva -> incs per iteration; hvas loaded or stored; whether any store; the last
+        # data gpa of an iteration.
+        self.counters: dict[int, int] = {}
+        self.touched: list[int] = []
+        self.stores = False
+        self.last_gpa: int | None = None
+
+    def settle(self, steps: list[Step]) -> None:
+        """Accept steps as a closed-form cycle, unless an inc shares its address with a load
+        or store (then it is not a plain counter, and the interpreter runs it)."""
+        touched: set[int] = set()
+        for op, _, hva in steps:
+            if op == "inc":
+                self.counters[hva] = self.counters.get(hva, 0) + 1
+            elif op in ("load", "store"):
+                touched.add(hva)
+                self.stores = self.stores or op == "store"
+        if touched & self.counters.keys():
+            return
+        self.touched = sorted(touched)
+        self.last_gpa = next((arg for _, arg, hva in reversed(steps) if hva >= 0), None)
+        self.steps, self.looped = steps, steps[-1][0] == "loop"
 
 
 Walks = dict[int, Walk]
@@ -94,7 +118,7 @@ def _walk(start: int, stage2: Stage2, memory: dict[int, object]) -> Walk:
         return w
     if any(op in _WRITES and hva in w.code for op, _, hva in steps):
         return w  # the cycle writes its own code
-    w.steps, w.looped = steps, steps[-1][0] == "loop"
+    w.settle(steps)
     return w
 
 
@@ -126,22 +150,6 @@ def run_cycles(
         m = min(m, vcpu.rcx - 1)
     if m < 2:
         return 0
-    counters: dict[int, int] = {}
-    touched: set[int] = set()
-    stores = False
-    for op, _, hva in steps:
-        if op == "inc":
-            counters[hva] = counters.get(hva, 0) + 1
-        elif op == "load":
-            touched.add(hva)
-        elif op == "store":
-            touched.add(hva)
-            stores = True
-    if touched & counters.keys():
-        # An inc of an address the cycle also loads or stores: not a plain counter. The
-        # interpreter does it instead.
-        return 0
-    last_gpa = next((arg for op, arg, hva in reversed(steps) if hva >= 0), None)
     acc = vcpu.acc
     done = 0
     seen: tuple[int, tuple[object, ...]] | None = None
@@ -155,20 +163,20 @@ def run_cycles(
             elif op == "store":
                 memory[hva] = acc
         done += 1
-        if not stores:
+        if not w.stores:
             # Loads read memory the cycle never changes: one iteration settles acc.
             break
-        state = (acc, tuple(memory.get(h) for h in sorted(touched)))
+        state = (acc, tuple(memory.get(h) for h in w.touched))
         if state == seen:
             break
         seen = state
-    for hva, count in counters.items():
+    for hva, count in w.counters.items():
         value = memory.get(hva)
         memory[hva] = (value if isinstance(value, int) else 0) + count * m
     vcpu.acc = acc
     if w.looped:
         vcpu.rcx -= m
-    if last_gpa is not None:
-        vcpu.last_data_gpa = last_gpa
+    if w.last_gpa is not None:
+        vcpu.last_data_gpa = w.last_gpa
     vcpu.instructions += m * length
     return m * length
