@@ -34,6 +34,11 @@ from engine.events import EventBus
 from engine.sim.perturb import Pct
 
 
+def _abort(_: Any) -> trio.lowlevel.Abort:
+    """A task waiting for the baton can always be cancelled (the run is being torn down)."""
+    return trio.lowlevel.Abort.SUCCEEDED
+
+
 class Finished(Exception):
     """Raised inside an actor when the simulation is over."""
 
@@ -243,7 +248,7 @@ class Sequencer:
             trio.lowlevel.reschedule(nxt.task)
         if forever:
             return
-        await self._wait_for_baton(me)
+        await trio.lowlevel.wait_task_rescheduled(_abort)
         if self._finished.is_set():
             raise Finished
 
@@ -255,10 +260,7 @@ class Sequencer:
 
     @staticmethod
     async def _wait_for_baton(actor: Actor) -> None:
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        await trio.lowlevel.wait_task_rescheduled(_abort)
 
     async def _next(self) -> Actor | None:
         """Pop the next actor, pacing wall time and applying commands first."""
