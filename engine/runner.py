@@ -121,7 +121,7 @@ def replay_events(log: SessionLog) -> tuple[list[bytes], Session]:
 
 
 def _flat_out(session: Session) -> Any:
-    apply = session._apply_command
+    apply = session.backend.apply_command
 
     def handler(command: Any) -> None:
         apply(command)

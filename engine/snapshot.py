@@ -440,7 +440,7 @@ class Tracker:
         if session.result is not None or session.error is not None:
             now = session.bus.now
         else:
-            now = session.bus.elapsed() if session.bus.seq else 0
+            now = session.wall_bus.elapsed() if session.bus.seq else 0
         try:
             vmm = session.vmm
         except RuntimeError:  # the VM is not open yet
@@ -449,7 +449,7 @@ class Tracker:
         txn_view: TxnView | None = None
         if vmm is not None:
             txn = vmm.in_flight
-            vmm_key = (id(txn), *(id(v) for v in vmm.views), len(vmm.regions))
+            vmm_key = (id(txn), *(id(v) for v in vmm.views), len(session.backend.kernel.regions))
             if self._slots_dirty or vmm_key != self._vmm_key:
                 self._spaces = self._kvm_spaces(session, vmm)
                 self._slots_dirty = False
@@ -535,7 +535,7 @@ class Tracker:
                             r.flags,
                             r.userspace_addr,
                         )
-                        for r in vmm.regions.values()
+                        for r in session.backend.kernel.regions.values()
                         if r.as_id == as_id
                     ),
                     key=lambda s: s.base_gfn,

@@ -6,7 +6,6 @@ Both backends describe a run in the same words, so it is built in one place.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from typing import Any
 
 from engine.checker import Checker, Verdict
@@ -23,8 +22,8 @@ def build_summary(
     *,
     verdict: Verdict,
     checker: Checker,
-    exits: Iterable[Counter[str]],
-    faults: Iterable[Counter[str]],
+    exits: Counter[str],
+    faults: Counter[str],
     latencies: list[int],
     transactions: int,
     ioctls: int,
@@ -37,12 +36,7 @@ def build_summary(
     strategy: str,
     log: str | None,
 ) -> dict[str, Any]:
-    exit_total: Counter[str] = Counter()
-    for c in exits:
-        exit_total.update(c)
-    fault_total: Counter[str] = Counter()
-    for c in faults:
-        fault_total.update(c)
+    exit_total, fault_total = exits, faults
     lat = sorted(latencies)
     return {
         "verdict": verdict.verdict,

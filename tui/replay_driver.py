@@ -96,7 +96,7 @@ class ReplayDriver:
 
     @staticmethod
     def _keep_pacing(session: Session) -> Any:
-        apply = session._apply_command
+        apply = session.backend.apply_command
         pacing = session.seq.pacing
 
         def handler(command: Any) -> None:

@@ -60,6 +60,23 @@ def kvm_error(code: int, what: str) -> OSError:
     return OSError(code, f"{os.strerror(code)}: {what}")
 
 
+def ioctl_enter_event(
+    ioctl: str, actor: str, region: MemoryRegion | None, entries: int = 0
+) -> IoctlEnter:
+    """The event a memslot ioctl's entry is, on every backend (its arguments as passed)."""
+    r = region or MemoryRegion(0, 0, 0, 0, 0)
+    return IoctlEnter(
+        actor=actor,
+        ioctl=ioctl,
+        slot=r.slot,
+        flags=r.flags,
+        guest_phys_addr=r.guest_phys_addr,
+        memory_size=r.memory_size,
+        userspace_addr=r.userspace_addr,
+        entries=entries,
+    )
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Change:
     """One memslot change as kvm_set_memory_region() classified it."""
@@ -220,19 +237,7 @@ class VM:
     def ioctl_enter(
         self, ioctl: str, actor: str | None, region: MemoryRegion | None, entries: int = 0
     ) -> None:
-        r = region or MemoryRegion(0, 0, 0, 0, 0)
-        self.bus.emit(
-            IoctlEnter(
-                actor=actor or self.ioctl_actor,
-                ioctl=ioctl,
-                slot=r.slot,
-                flags=r.flags,
-                guest_phys_addr=r.guest_phys_addr,
-                memory_size=r.memory_size,
-                userspace_addr=r.userspace_addr,
-                entries=entries,
-            )
-        )
+        self.bus.emit(ioctl_enter_event(ioctl, actor or self.ioctl_actor, region, entries))
 
     def ioctl_exit(self, ioctl: str, actor: str | None, slot: int, err: int, change: str) -> None:
         self.bus.emit(

@@ -10,6 +10,7 @@ that does not, and drops those accesses: the checker then reports lost writes.
 from __future__ import annotations
 
 import dataclasses
+import errno
 from typing import TYPE_CHECKING
 
 from engine.events import (
@@ -21,7 +22,6 @@ from engine.events import (
     TxnCommit,
     VmStopped,
 )
-from engine.model import batch
 from engine.model import constants as c
 from engine.model.region import MemoryRegion
 from engine.vmm.flatview import FlatRange, FlatView, TopologyDiff, diff
@@ -29,12 +29,11 @@ from engine.vmm.flatview import FlatRange, FlatView, TopologyDiff, diff
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from engine.events import Event
-    from engine.model.vcpu import Vcpu, VcpuExit
-    from engine.model.vm import Change
-    from engine.session import Session
+    from engine.core.ports import BatchMemslots, Clock, GuestRam, MemslotBackend, VcpuControl
+    from engine.events import Event, EventBus
+    from engine.faults import Injector
+    from engine.vmm.strategies import Strategy
 
-ALL_ONES = (1 << 64) - 1
 WINDOW_FAULTS = frozenset({"emulation_failure", "mmio_len0", "ud_injected", "mmio"})
 
 
@@ -63,12 +62,33 @@ class Transaction:
 
 
 class Vmm:
-    def __init__(self, session: Session, naive: bool = False) -> None:
-        self.session = session
-        self.vm = session.vm
-        self.bus = session.bus
+    """QEMU's memory listener and exit handlers over narrow collaborators: the kernel side
+    (``kernel``), the clock of the VMM thread, the vCPU threads (``vcpus``, for the accel
+    blocker), guest RAM as the VMM maps it, and the fault injector. ``halt`` ends the run."""
+
+    def __init__(
+        self,
+        *,
+        bus: EventBus,
+        clock: Clock,
+        kernel: MemslotBackend,
+        vcpus: VcpuControl,
+        ram: GuestRam,
+        injector: Injector,
+        strategy: Strategy,
+        halt: Callable[[], None],
+        naive: bool = False,
+    ) -> None:
+        self.bus = bus
+        self.clock = clock
+        self.kernel = kernel
+        self.vcpus = vcpus
+        self.ram = ram
+        self.injector = injector
+        self.strategy = strategy
+        self._halt = halt
         self.naive = naive
-        nr_as = self.vm.host.nr_address_spaces
+        nr_as = kernel.nr_address_spaces
         self.views = [FlatView([]) for _ in range(nr_as)]
         self.layout_names = ["" for _ in range(nr_as)]
         self._slot_of: list[dict[tuple[int, int, str, int], int]] = [{} for _ in range(nr_as)]
@@ -84,6 +104,7 @@ class Vmm:
     def _watch(self, event: Event) -> None:
         if type(event) is Fault and event.outcome in WINDOW_FAULTS and self.in_flight is not None:
             self._window_faults += 1
+            self.clock.notify()
 
     # --- transactions -------------------------------------------------------------------
 
@@ -119,6 +140,7 @@ class Vmm:
         # address_space_update_topology_pass(adding=true) walks the new view in GPA order:
         # log_start/log_stop and region_add interleave by address.
         used = set(slots.values())
+        nr_memslots = self.kernel.nr_memslots
         changes: list[tuple[int, FlatRange | None, FlatRange]] = [
             (new_r.start, old_r, new_r) for old_r, new_r in d.log_changes
         ]
@@ -126,15 +148,15 @@ class Vmm:
         for _, old_r, r in sorted(changes, key=lambda c: c[0]):
             if old_r is not None:
                 id = slots.pop(old_r.key)
-            elif r.slot is not None and r.slot not in used and r.slot < self.vm.host.nr_memslots:
+            elif r.slot is not None and r.slot not in used and r.slot < nr_memslots:
                 id = r.slot  # the id the recorded VMM used (QEMU's lowest free, replayed)
             else:
-                id = next(i for i in range(self.vm.host.nr_memslots) if i not in used)
+                id = next(i for i in range(nr_memslots) if i not in used)
             used.add(id)
             slots[r.key] = id
             ops.append(SlotOp(self._region(as_id, id, r), r))
         self.txn_count += 1
-        txn = Transaction(self.txn_count, as_id, layout, d, ops, old, new, self.bus.now)
+        txn = Transaction(self.txn_count, as_id, layout, d, ops, old, new, self.clock.now())
         self.in_flight = txn
         self._window_faults = 0
         self.bus.emit(
@@ -145,7 +167,7 @@ class Vmm:
                 dels=[[r.start, r.size] for r in d.dels],
                 adds=[[r.start, r.size] for r in d.adds],
                 overlapping=d.overlapping,
-                atomic=self.session.strategy.is_atomic(self, txn),
+                atomic=self.strategy.is_atomic(self, txn),
             )
         )
         return txn
@@ -155,7 +177,7 @@ class Vmm:
         self.views[txn.as_id] = txn.new
         self.layout_names[txn.as_id] = txn.layout
         self.in_flight = None
-        latency = self.bus.now - txn.started_ns
+        latency = self.clock.now() - txn.started_ns
         self.latencies.append(latency)
         self.bus.emit(TxnCommit(txn=txn.id, as_id=txn.as_id, latency_ns=latency))
 
@@ -184,122 +206,94 @@ class Vmm:
 
     # --- ioctls, as the strategies issue them --------------------------------------------
 
-    def sync_dirty_logs(self, only: set[int] | None = None) -> None:
+    async def sync_dirty_logs(self, only: set[int] | None = None) -> None:
         """KVM_GET_DIRTY_LOG for every logging slot (a migration round's bitmap sync)."""
-        for as_id in range(self.vm.host.nr_address_spaces):
-            for slot in list(self.vm.active(as_id)):
-                if slot.dirty_bitmap is not None and (only is None or slot.id in only):
-                    self.vm.get_dirty_log((as_id << 16) | slot.id)
+        await self.kernel.sync_dirty_logs(only)
 
-    def _sync_before(self, regions: list[MemoryRegion]) -> None:
+    async def _sync_before(self, regions: list[MemoryRegion]) -> None:
         """QEMU syncs a slot's bitmap before deleting it or stopping its log: best effort,
         since the guest may dirty pages between the sync and the ioctl."""
-        doomed: set[int] = set()
-        for region in regions:
-            old = self.vm.active(region.as_id).by_id.get(region.id)
-            if old is None or old.dirty_bitmap is None:
-                continue
-            if region.memory_size == 0 or not region.flags & c.KVM_MEM_LOG_DIRTY_PAGES:
-                doomed.add(region.id)
+        doomed = {
+            r.id
+            for r in regions
+            if self.kernel.logging(r.slot)
+            and (r.memory_size == 0 or not r.flags & c.KVM_MEM_LOG_DIRTY_PAGES)
+        }
         if doomed:
-            self.sync_dirty_logs(doomed)
+            await self.sync_dirty_logs(doomed)
 
     async def ioctl(self, region: MemoryRegion) -> None:
-        vm, s = self.vm, self.session
-        self._sync_before([region])
+        await self._sync_before([region])
         self.ioctl_count += 1
-        change = vm.ioctl_prepare(region)
-        if change is not None:
-            await s.drive(s.vmm_actor, vm.commit(change))
-        vm.ioctl_done(change)
+        await self.kernel.ioctl(region, quiesced=self.inhibited)
+
+    def batch(self, ioctl: str) -> BatchMemslots:
+        """The kernel's batch ioctls; a kernel without them answers ENOTTY, as Linux does
+        for an ioctl number it does not know (kvm_vm_ioctl())."""
+        if self.kernel.batch is None:
+            raise OSError(errno.ENOTTY, f"{ioctl} does not exist on this kernel")
+        return self.kernel.batch
 
     async def ioctl_list(self, regions: list[MemoryRegion]) -> None:
-        self._sync_before(regions)
-        await self._batch(
-            "KVM_SET_USER_MEMORY_REGION_LIST",
-            lambda: batch.prepare_list(self.vm, regions),
-            len(regions),
-        )
+        batch = self.batch("KVM_SET_USER_MEMORY_REGION_LIST")
+        await self._sync_before(regions)
+        self.ioctl_count += 1
+        await batch.ioctl_list(regions)
 
     async def ioctl_all(self, as_id: int, regions: list[MemoryRegion]) -> None:
+        batch = self.batch("KVM_SET_ALL_USER_MEMORY_REGIONS")
         kept = {r.id for r in regions}
-        self._sync_before(
+        await self._sync_before(
             list(regions)
             + [
-                MemoryRegion((as_id << 16) | s.id, 0, 0, 0, 0)
-                for s in self.vm.active(as_id)
+                MemoryRegion(s.slot, 0, 0, 0, 0)
+                for s in self.kernel.memslots(as_id)
                 if s.id not in kept
             ]
         )
-        await self._batch(
-            "KVM_SET_ALL_USER_MEMORY_REGIONS",
-            lambda: batch.prepare_all(self.vm, as_id, regions),
-            len(regions),
-        )
+        self.ioctl_count += 1
+        await batch.ioctl_all(as_id, regions)
 
     async def ioctl_convert(
         self, as_id: int, old_ids: list[int], regions: list[MemoryRegion]
     ) -> None:
+        batch = self.batch("KVM_CONVERT_MEMORY_REGIONS")
         # QEMU's region_del harvests the log of every slot that leaves, whatever ioctl follows.
-        self._sync_before([MemoryRegion((as_id << 16) | id, 0, 0, 0, 0) for id in old_ids])
-        await self._batch(
-            "KVM_CONVERT_MEMORY_REGIONS",
-            lambda: batch.prepare_convert(self.vm, as_id, old_ids, regions),
-            len(old_ids) + len(regions),
-        )
-
-    async def _batch(self, name: str, prepare: Callable[[], list[Change]], entries: int) -> None:
-        vm, s = self.vm, self.session
+        await self._sync_before([MemoryRegion((as_id << 16) | id, 0, 0, 0, 0) for id in old_ids])
         self.ioctl_count += 1
-        vm.ioctl_enter(name, None, None, entries)
-        try:
-            changes = prepare()
-        except OSError as err:
-            vm.ioctl_exit(name, None, 0, err.errno or 0, "")
-            raise
-        if changes:
-            await s.drive(s.vmm_actor, vm.commit_batch(changes))
-        vm.ioctl_exit(name, None, 0, 0, ",".join(sorted({ch.kind for ch in changes})) or "NONE")
+        await batch.ioctl_convert(as_id, old_ids, regions)
 
     async def between_ioctls(self, txn: Transaction) -> None:
         """Userspace work between two ioctls of a transaction; ioctl-gap stretches it."""
-        gap = self.session.injector.ioctl_gap()
+        gap = self.injector.ioctl_gap()
         if gap:
-            await self.session.seq.sleep(self.session.vmm_actor, gap)
+            await self.clock.sleep(gap)
 
     async def after_delete(self, txn: Transaction, op: SlotOp) -> None:
         """The `race` fault holds the window open until a vCPU has faulted inside it."""
         if self.inhibited:
             return  # no vCPU is in KVM_RUN to fault: nothing to hold open
-        limit = self.session.injector.race_window()
+        limit = self.injector.race_window()
         if not limit:
             return
-        seq, me = self.session.seq, self.session.vmm_actor
-        waited = 0
-        while self._window_faults == 0 and waited < limit and not self.stopped_reason:
-            await seq.sleep(me, 200)
-            waited += 200
+        await self.clock.wait_until(
+            lambda: self._window_faults > 0 or bool(self.stopped_reason), limit
+        )
 
     # --- QEMU 8.0's accel blocker ---------------------------------------------------------
 
     async def inhibit_begin(self) -> None:
-        s = self.session
         self.inhibited = True
-        started = self.bus.now
+        started = self.clock.now()
         self.bus.emit(Inhibit(phase="begin"))
-        for runner in s.vcpu_runners:
-            runner.kick()
-        while not all(r.out_of_kvm_run for r in s.vcpu_runners):
-            s.vmm_waiting = True
-            await s.seq.block(s.vmm_actor)
-        s.vmm_waiting = False
-        self.bus.emit(Inhibit(phase="all_out", latency_ns=self.bus.now - started))
+        self.vcpus.kick_all()
+        await self.vcpus.wait_all_out()
+        self.bus.emit(Inhibit(phase="all_out", latency_ns=self.clock.now() - started))
 
     def inhibit_end(self) -> None:
         self.inhibited = False
         self.bus.emit(Inhibit(phase="end"))
-        for runner in self.session.vcpu_runners:
-            runner.resume()
+        self.vcpus.resume_all()
 
     # --- exits ----------------------------------------------------------------------------
 
@@ -318,43 +312,40 @@ class Vmm:
             return "rom-ignored", r.name, None
         return r.kind, r.name, r
 
-    def served(
-        self, vcpu: int, gpa: int, is_write: bool, data: int, target: str, name: str
-    ) -> None:
+    def serve_mmio(
+        self, vcpu: int, as_id: int, gpa: int, is_write: bool, data: int, size: int
+    ) -> int:
+        """address_space_rw() through the published FlatView (the old one while a transaction
+        is in flight, so an access taken in the update window still lands in RAM). Returns
+        the value a read completes with (unassigned reads as all ones, a dropped one as 0)."""
+        target, name, ram = self.route_mmio(as_id, gpa, is_write)
+        if is_write:
+            if ram is not None:
+                self.ram.write(ram.hva_of(gpa), data, size)
+        elif ram is not None:
+            data = self.ram.read(ram.hva_of(gpa), size)
+        else:
+            data = 0 if target == "dropped" else (1 << (8 * size)) - 1
         self.bus.emit(
             MmioServed(vcpu=vcpu, gpa=gpa, is_write=is_write, data=data, target=target, region=name)
         )
+        return data
 
-    def serve_mmio(self, vcpu: Vcpu, exit: VcpuExit) -> None:
-        gpa, data = exit.phys_addr, exit.data
-        target, name, ram = self.route_mmio(vcpu.as_id, gpa, exit.is_write)
-        memory = self.vm.memory
-        if exit.is_write:
-            if ram is not None:
-                memory[ram.hva_of(gpa)] = data
-        else:
-            if ram is not None:
-                raw = memory.get(ram.hva_of(gpa))
-                data = raw if isinstance(raw, int) else 0
-            else:
-                data = 0 if target == "dropped" else ALL_ONES
-            vcpu.mmio_data = data
-        self.served(vcpu.index, gpa, exit.is_write, data, target, name)
+    def vcpu_died(self, exit_name: str, vcpu: int, rip: int) -> None:
+        """An exit the guest cannot survive (shutdown, internal error, a crash)."""
+        self.stop_vm(f"{exit_name} on vcpu{vcpu} at RIP {rip:#x}: QEMU stops the VM", vcpu, rip)
 
     def stop_vm(self, reason: str, vcpu: int, rip: int = 0, gpa: int = 0) -> None:
         if self.stopped_reason:
             return
         self.stopped_reason = reason
         self.bus.emit(VmStopped(reason=reason, vcpu=vcpu, rip=rip, gpa=gpa))
-        self.halt()
+        self._halt()
 
-    def halt(self) -> None:
-        """End the run once the VM is stopped."""
-        self.session.seq.finish("vm stopped")
-
-    def write_guest(self, gpa: int, value: object, as_id: int = 0) -> None:
-        """Userspace writing guest memory through its own mapping (loading the program)."""
+    def hva_of(self, gpa: int, size: int, as_id: int = 0) -> int:
+        """Where userspace's own mapping holds guest bytes [gpa, gpa+size) (to load the
+        program); ValueError unless one RAM range of the published layout covers them."""
         r = self.views[as_id].lookup(gpa)
-        if r is None or not r.backed:
-            raise ValueError(f"GPA {gpa:#x} is not RAM in the initial layout")
-        self.vm.memory[r.hva_of(gpa)] = value
+        if r is None or not r.backed or gpa + size > r.end:
+            raise ValueError(f"GPA {gpa:#x}+{size:#x} is not one RAM range in the initial layout")
+        return r.hva_of(gpa)

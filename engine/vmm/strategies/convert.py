@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from engine.model.batch import prepare_convert
 from engine.vmm.strategies.base import Strategy, delete_then_create
 
 if TYPE_CHECKING:
@@ -24,9 +23,8 @@ class Convert(Strategy):
         adds = [op.region for op in txn.ops if op.region.memory_size != 0]
         if not dels or not adds or (len(dels) > 1 and len(adds) > 1):
             return None
-        try:
-            prepare_convert(vmm.vm, txn.as_id, dels, adds)
-        except OSError:
+        batch = vmm.kernel.batch
+        if batch is None or not batch.converts(txn.as_id, dels, adds):
             return None
         return dels, adds
 
