@@ -19,10 +19,12 @@ from typing import Any
 import outcome
 import trio
 from textual.app import App, SystemCommand
+from textual.await_complete import AwaitComplete
 from textual.binding import Binding
 from textual.command import CommandPalette
 from textual.css.query import NoMatches
 from textual.screen import Screen
+from textual.theme import ThemeProvider
 
 from engine.compare import compare_matrix
 from engine.faults import FAULT_KINDS
@@ -201,6 +203,19 @@ class SlotlabApp(App[int]):
     def action_command_palette(self) -> None:
         if self.use_command_palette and may_open(self, CommandPalette):
             self.push_screen(Palette(id="--command-palette"))
+
+    def search_themes(self) -> None:
+        # Textual's own theme picker, as the guarded palette (see tui.palette).
+        if may_open(self, CommandPalette):
+            self.push_screen(Palette(providers=[ThemeProvider], placeholder="Search for themes…"))
+
+    def pop_screen(self) -> AwaitComplete:
+        """The monitor is the bottom of the stack for the app's life. A dialog dismissed
+        twice in one burst of keys (Screen.dismiss pops whatever is on top) must not take
+        it, and the stack, down with it."""
+        if isinstance(self.screen, MonitorScreen):
+            return AwaitComplete()
+        return super().pop_screen()
 
     def action_help(self) -> None:
         if not may_open(self, HelpScreen):

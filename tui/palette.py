@@ -45,6 +45,10 @@ class Palette(CommandPalette):
         with contextlib.suppress(NoMatches):
             super()._watch__list_visible()
 
+    async def _watch__show_busy(self) -> None:
+        with contextlib.suppress(NoMatches):
+            await super()._watch__show_busy()
+
     def _start_no_matches_countdown(self, search_value: str) -> None:
         # Its timer can fire while the closing palette's widgets are being removed; "No
         # matches found" then has no list to go into (NoMatches). Nobody can see it: drop it.

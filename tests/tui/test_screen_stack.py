@@ -74,3 +74,26 @@ async def test_fast_keys_never_stack_a_screen_twice(
         await pilot.press("q")
         await pilot.pause()
         assert not app.is_running
+
+
+@pytest.mark.asyncio
+async def test_a_second_dismiss_never_pops_the_monitor(app_factory: AppFactory) -> None:
+    """Screen.dismiss pops whatever is on top: a dialog dismissed twice in one burst (two
+    Enters in Textual's own theme picker) used to pop the monitor and empty the stack."""
+    app = app_factory(compare_fn=instant_compare)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f1")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, HelpScreen)
+        dialog.dismiss()
+        dialog.dismiss()
+        await pilot.pause()
+        assert isinstance(app.screen, MonitorScreen), stack_kinds(app)
+        await pilot.press("ctrl+p", *"theme", "enter")
+        await pilot.pause()
+        await burst(app, "enter", "enter", "enter")
+        await pilot._wait_for_screen()
+        await pilot.pause()
+        assert isinstance(app.screen, MonitorScreen), stack_kinds(app)
