@@ -58,11 +58,11 @@ class SlotlabApp(App[int]):
     CSS_PATH = "slotlab.tcss"
     TITLE = "slotlab"
     BINDINGS = [
-        Binding("q", "quit", "Quit", id="quit"),
+        Binding("q", "quit", "Quit", show=False, id="quit"),
         # Textual's default only says "press ctrl+q"; a presenter's reflex must just work.
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="quit-ctrl-c"),
-        Binding("question_mark,f1", "help", "Help", key_display="?", id="help"),
-        Binding("c", "compare", "Compare", id="compare"),
+        Binding("question_mark,f1", "help", "Help", show=False, key_display="?", id="help"),
+        Binding("c", "compare", "Compare", show=False, id="compare"),
         Binding("T", "toggle_theme", "Theme", show=False, id="theme"),
     ]
 

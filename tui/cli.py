@@ -1,7 +1,7 @@
 """The `slotlab` command: the TUI, the browser view and a TUI replay; everything else is the
 engine's headless CLI (engine.cli), which never imports the TUI.
 
-    slotlab                        the TUI: split under legacy, the race armed, slow motion
+    slotlab                        the TUI: pam-shadow under legacy, slow motion; `r` arms the race
     slotlab tui [options]          the TUI with a scenario, strategy, seed, speed of your choice
     slotlab serve [--host H] [--port P] [tui options]
     slotlab replay LOG [--speed F] [--paused]     the TUI on a recorded session
@@ -25,7 +25,7 @@ from engine.log import LogError
 from engine.scenarios import ScenarioError
 from engine.units import parse_duration
 from engine.vmm.strategies import STRATEGIES
-from tui.options import DEFAULT_SPEED, LaunchOptions
+from tui.options import DEFAULT_SCENARIO, DEFAULT_SPEED, LaunchOptions
 
 EXAMPLES = "examples:\n" + "\n".join(
     line for line in (__doc__ or "").splitlines() if line.startswith("    slotlab")
@@ -53,7 +53,11 @@ def _duration(text: str) -> int:
 
 
 def add_tui_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scenario", default="split", help="built-in name or path to a .toml")
+    p.add_argument(
+        "--scenario",
+        default=DEFAULT_SCENARIO,
+        help=f"built-in name or path to a .toml (default {DEFAULT_SCENARIO})",
+    )
     p.add_argument(
         "--strategy",
         default="legacy",
@@ -80,7 +84,7 @@ def add_tui_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         metavar="NAME[=ARGS]",
-        help="arm a fault (repeatable; default: race)",
+        help="arm a fault (repeatable; default: none, `r` arms the race)",
     )
     p.add_argument("--no-faults", action="store_true", help="arm no fault")
     p.add_argument("--faults", metavar="FILE", help="scripted faults: lines of `TIME NAME[=ARGS]`")
@@ -126,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = engine_cli.build_parser()
     parser.description = (
         "Watch, break and explain KVM memslot updates. With no command: the TUI "
-        "(split under legacy, the race armed, slow motion)."
+        f"({DEFAULT_SCENARIO} under legacy, slow motion; r arms the race)."
     )
     parser.epilog = f"{EXAMPLES}\n\n{engine_cli.EXIT_STATUS_EPILOG}"
     sub = engine_cli.subcommands(parser)
@@ -168,7 +172,7 @@ def _complete_files(parser: argparse.ArgumentParser) -> None:
 def options_from_args(args: argparse.Namespace) -> LaunchOptions:
     if args.vcpus is not None and not 1 <= args.vcpus <= 1024:
         raise ValueError(f"--vcpus must be 1..1024, not {args.vcpus}")
-    faults = [] if args.no_faults else (args.fault if args.fault is not None else ["race"])
+    faults = [] if args.no_faults or args.fault is None else args.fault
     opts = LaunchOptions(
         scenario=args.scenario,
         strategy=args.strategy,

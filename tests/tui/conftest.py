@@ -34,10 +34,12 @@ def no_cursor_blink(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_app(**overrides: Any) -> SlotlabApp:
-    """The default scenario (split, legacy, race armed), paused at boot, recording to a
-    fixed relative path."""
+    """split under legacy with the race armed (a crash every run), paused at boot, recording
+    to a fixed relative path."""
     compare_fn = overrides.pop("compare_fn", None)
-    options = LaunchOptions(paused=True, log_path="sessions/test.jsonl")
+    options = LaunchOptions(
+        scenario="split", faults=["race"], paused=True, log_path="sessions/test.jsonl"
+    )
     for key, value in overrides.items():
         setattr(options, key, value)
     if compare_fn is not None:

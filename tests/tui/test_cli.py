@@ -20,13 +20,13 @@ def test_pyproject_points_the_console_script_at_the_tui_cli() -> None:
     assert data["project"]["scripts"]["slotlab"] == "tui.cli:main"
 
 
-def test_no_arguments_start_the_default_race(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_arguments_start_the_demo_with_no_fault_armed(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[LaunchOptions] = []
     monkeypatch.setattr(cli, "run_app", lambda options, mouse=True: seen.append(options) or 0)
     assert cli.main([]) == 0
     options = seen[0]
-    assert (options.scenario, options.strategy) == ("split", "legacy")
-    assert options.faults == ["race"]
+    assert (options.scenario, options.strategy) == ("pam-shadow", "legacy")
+    assert options.faults == []  # legacy survives most updates until `r` arms the race
     assert options.speed == DEFAULT_SPEED < 1e-3  # slow motion
     assert options.record
 

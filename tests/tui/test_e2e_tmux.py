@@ -92,10 +92,10 @@ def _command(*args: str) -> str:
 
 
 def test_race_verdict_quit_and_the_terminal_is_restored(pane: Pane, tmp_path: Path) -> None:
-    pane.send(_command() + "; echo exit=$?", "Enter")
+    pane.send(_command("tui", "--scenario", "split", "--fault", "race") + "; echo exit=$?", "Enter")
     pane.wait_for("vCPU")
     screen = pane.wait_for("RUNNING")
-    assert "race" in screen  # the default arms the race
+    assert "race" in screen  # armed from the command line
     assert pane.display("#{alternate_on}") == "1"
     # Force the race now: run the virtual clock flat out to the verdict.
     pane.send("e")

@@ -20,7 +20,20 @@ KEYS = {"ioctl-gap": "g", "race": "r", "reader-stall": "s", "gp-delay": "d", "we
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("name", list(FAULT_KINDS))
+async def test_the_race_key_arms_the_race_at_once(app_factory: AppFactory) -> None:
+    """The demo's key: `r` needs no form (`i` offers the race with its arguments)."""
+    app = app_factory(faults=[])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await press(app, pilot, "r")
+        assert not isinstance(app.screen, FaultForm)
+        injects = [c for c in commands(app) if c.name == "inject"]
+        assert [c.args["fault"] for c in injects] == ["race"]
+        assert "race" in [s.kind.name for s in app.host.model.injector.armed]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("name", [n for n in FAULT_KINDS if n != "race"])
 async def test_fault_key_opens_its_form_and_enter_injects(
     app_factory: AppFactory, name: str
 ) -> None:

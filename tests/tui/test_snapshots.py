@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -23,7 +24,9 @@ SIZE = (120, 36)
 
 
 def _app(**overrides: Any) -> SlotlabApp:
-    options = LaunchOptions(paused=True, log_path="sessions/snapshot.jsonl")
+    options = LaunchOptions(
+        scenario="split", faults=["race"], paused=True, log_path="sessions/snapshot.jsonl"
+    )
     compare_fn = overrides.pop("compare_fn", None)
     for key, value in overrides.items():
         setattr(options, key, value)
@@ -54,16 +57,31 @@ def test_main_screen_at_80x24(snap_compare: SnapCompare) -> None:
     assert snap_compare(app, terminal_size=(80, 24), run_before=_into_the_window(app))
 
 
-def test_crash_verdict(snap_compare: SnapCompare) -> None:
-    app = _app()
-
+def _to_the_verdict(app: SlotlabApp) -> Callable[[Pilot[int]], Any]:
     async def run_before(pilot: Pilot[int]) -> None:
         await app.settle()
         await pilot.press("e")
         await app.host.wait_done()
         app.refresh_now()
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    return run_before
+
+
+def test_crash_verdict(snap_compare: SnapCompare) -> None:
+    app = _app()
+    assert snap_compare(app, terminal_size=SIZE, run_before=_to_the_verdict(app))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_main_screen_mid_race_at(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    app = _app()
+    assert snap_compare(app, terminal_size=size, run_before=_into_the_window(app))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_crash_verdict_at(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    app = _app()
+    assert snap_compare(app, terminal_size=size, run_before=_to_the_verdict(app))
 
 
 def test_light_theme(snap_compare: SnapCompare) -> None:

@@ -33,12 +33,13 @@ class LiveScreen(MonitorScreen):
     BINDINGS = [
         Binding("p", "pause", "Pause", id="pause"),
         Binding("space", "step", "Step", id="step"),
-        Binding("plus,equals_sign", "faster", "Faster", key_display="+", id="faster"),
-        Binding("minus", "slower", "Slower", key_display="-", id="slower"),
+        Binding("plus,equals_sign", "faster", "Faster", show=False, key_display="+", id="faster"),
+        Binding("minus", "slower", "Slower", show=False, key_display="-", id="slower"),
         Binding("e", "to_end", "Run to end", show=False, id="to-end"),
-        Binding("i", "inject", "Inject", id="inject"),
+        Binding("i", "inject", "Inject", show=False, id="inject"),
         Binding("g", "fault('ioctl-gap')", "ioctl-gap", show=False, id="fault-ioctl-gap"),
-        Binding("r", "fault('race')", "race", show=False, id="fault-race"),
+        # The demo's key: no form, the race is armed at once (i chooses a fault with args).
+        Binding("r", "inject('race')", "Race", id="fault-race"),
         Binding("s", "fault('reader-stall')", "reader-stall", show=False, id="fault-reader-stall"),
         Binding("d", "fault('gp-delay')", "gp-delay", show=False, id="fault-gp-delay"),
         Binding("w", "fault('weeds')", "weeds", show=False, id="fault-weeds"),
@@ -176,7 +177,11 @@ class LiveScreen(MonitorScreen):
         if may_open(self.app, FaultForm):
             self.app.push_screen(FaultForm(name), done)
 
-    def action_inject(self) -> None:
+    def action_inject(self, fault: str = "") -> None:
+        if fault:
+            self.inject(fault)
+            return
+
         def chosen(name: str | None) -> None:
             if name:
                 self.action_fault(name)

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Input, TabbedContent, TabPane
+from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from engine.snapshot import Snapshot
 from tui.widgets.event_log import EventDetail, EventLog
@@ -33,13 +33,20 @@ FOCUS = {
 
 
 class MonitorScreen(Screen[None]):
+    # The footer lists a screen's bindings before the app's and cuts what does not fit: the
+    # app-wide keys that matter most come first here (same ids as the app's, so a keymap
+    # moves both), and the app's own copies stay out of the footer.
     BINDINGS = [
+        Binding("q", "app.quit", "Quit", id="quit"),
+        Binding("question_mark,f1", "app.help", "Help", key_display="?", id="help"),
+        Binding("c", "app.compare", "Compare", id="compare"),
         Binding("1", "view('overview')", "Overview", show=False, id="view-overview"),
         Binding("2", "view('slots')", "Slots", show=False, id="view-slots"),
         Binding("3", "view('vcpus')", "vCPUs", show=False, id="view-vcpus"),
         Binding("4", "view('srcu')", "SRCU", show=False, id="view-srcu"),
         Binding("5", "view('events')", "Events", show=False, id="view-events"),
-        Binding("slash", "filter", "Filter", id="filter"),
+        Binding("slash", "filter", "Filter", show=False, id="filter"),
+        Binding("v", "verdict", "Whole verdict", show=False, id="verdict"),
         Binding("l", "toggle_log", "Pause log", show=False, id="log-pause"),
         Binding("z", "zoom(2.0)", "Zoom in", show=False, id="zoom-in"),
         Binding("Z", "zoom(0.5)", "Zoom out", show=False, id="zoom-out"),
@@ -84,12 +91,34 @@ class MonitorScreen(Screen[None]):
         yield from self.compose_controls()
         yield RecBar("", id="rec")
         yield Footer()
+        w, h = self.MIN_SIZE
+        yield Static(f"enlarge the terminal (at least {w}x{h})", id="too-small")
 
     def compose_controls(self) -> ComposeResult:
         """Extra widgets above the recording line (the replay timeline)."""
         yield from ()
 
+    SHORT = 32
+    """Below this many rows the screen is laid out tighter (see .-short in the stylesheet)."""
+    NARROW = 160
+    """Below this many columns the event's fields go under the log, not beside it."""
+    MIN_SIZE = (60, 16)
+    """Below this the screen only asks for a larger terminal."""
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        width, height = self.size
+        self.set_class(height < self.SHORT, "-short")
+        self.set_class(width < self.NARROW, "-narrow")
+        self.set_class(width < self.MIN_SIZE[0] or height < self.MIN_SIZE[1], "-tiny")
+
+    def action_verdict(self) -> None:
+        self.query_one(VerdictBanner).toggle()
+
     def on_mount(self) -> None:
+        self._fit()
         self.query_one("#detail", EventDetail).show_event(None)
         self.query_one("#ov-map", SlotMap).focus()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+from rich.console import Console
 from rich.text import Text
 from textual.widgets import Static
 
@@ -81,13 +84,36 @@ class StatusBar(Static):
     COMPONENT_CLASSES = {"status--run", "status--pause", "status--done", "status--txn"}
 
 
+def whole_sentences(text: str, width: int, lines: int) -> tuple[str, bool]:
+    """As many whole sentences of text as fit in lines of width (wrapped at words), and
+    whether any were left out. A verdict is never cut mid-sentence; the first sentence is
+    kept even when it alone is too long (it then wraps past the limit)."""
+    if width <= 0 or lines <= 0:
+        return text, False
+    sentences = re.split(r"(?<=[.])\s+(?=[A-Z])", text.strip())
+    kept = ""
+    for i, sentence in enumerate(sentences):
+        candidate = f"{kept} {sentence}".strip()
+        if i and len(Text(candidate).wrap(_CONSOLE, width)) > lines:
+            return kept, True
+        kept = candidate
+    return kept, False
+
+
+_CONSOLE = Console(width=1000)
+
+
 class VerdictBanner(Static):
-    """The checker's explanation, in the kernel's terms; hidden until there is one."""
+    """The checker's explanation, in the kernel's terms; hidden until there is one.
+
+    It wraps, and on a short screen it shows the whole sentences that fit and says that `v`
+    shows the rest (the log below it must stay on screen after a crash)."""
+
+    expanded = False
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__("", id=id)
         self._last: VerdictView | None = None
-        self.display = False
 
     def show_verdict(self, verdict: VerdictView | None) -> None:
         if verdict == self._last:
@@ -95,16 +121,39 @@ class VerdictBanner(Static):
         self._last = verdict
         for name in VERDICT_TITLE:
             self.set_class(verdict is not None and verdict.verdict == name, f"-{name}")
+        # A class, not self.display: an inline style would beat the stylesheet's -tiny rule.
+        self.set_class(verdict is not None, "-shown")
+        if verdict is not None:
+            self._draw()
+
+    def toggle(self) -> None:
+        self.expanded = not self.expanded
+        self.set_class(self.expanded, "-expanded")
+        self._draw()
+
+    def on_resize(self) -> None:
+        self._draw()
+
+    def _draw(self) -> None:
+        verdict = self._last
         if verdict is None:
-            self.display = False
             return
-        self.display = True
         title = VERDICT_TITLE.get(verdict.verdict, verdict.verdict.upper())
-        text = Text()
         so_far = "" if verdict.final else " (so far; the run goes on)"
-        text.append(f" {title}{so_far} ", style="bold reverse")
+        head = f" {title}{so_far} "
+        explanation, cut = verdict.explanation, False
+        max_lines = self.styles.max_height
+        if not self.expanded and max_lines is not None and self.size.width:
+            width = self.size.width - len(head) - 2
+            explanation, cut = whole_sentences(verdict.explanation, width, int(max_lines.value))
+        text = Text()
+        text.append(head, style="bold reverse")
         text.append("  ")
-        text.append(verdict.explanation)
+        text.append(explanation)
+        if cut:
+            text.append("  (v: the whole verdict)", style="italic")
+        elif self.expanded:
+            text.append("  (v: shorter)", style="italic")
         self.update(text)
 
     @property
