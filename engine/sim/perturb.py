@@ -4,13 +4,17 @@ PCT (Burckhardt et al., "A Randomized Scheduler with Probabilistic Guarantees of
 ASPLOS 2010) gives every thread a random priority and, at d-1 random steps, drops the running
 thread below all others; a bug of depth d is then found with probability at least
 1 / (n * k^(d-1)) per run, for n threads and k steps. Here the threads are the sequencer's actors
-and the steps its hand-overs:
+and the steps are its hand-overs to the actors that synchronize with others (the VMM, the SRCU
+grace-period worker, the injector). vCPU hand-overs are not steps: they are quantum expiries,
+at which a vCPU touches nothing another actor reads, and there are thousands of them, which
+would dilute the change points PCT's bound is about; vCPU timing varies by jitter instead.
 
 - priorities order actors ready at the same virtual time (the default order is first come,
   first served, which is one fixed schedule out of many equally valid ones);
 - at a change point the actor about to get the baton is preempted instead: it goes back to wait
   for ``preempt_ns`` and drops below every other actor, the way the host's scheduler can take
-  the CPU from a QEMU or vCPU thread at any instruction;
+  the CPU from a QEMU thread at any instruction (a VMM preempted between a DELETE and its
+  CREATE is how the QEMU 7.2 window grew from microseconds to milliseconds);
 - vCPU quanta vary by up to ``jitter_ns`` either side, since real vCPU threads do not advance in
   lockstep.
 
@@ -40,7 +44,8 @@ class Perturb(msgspec.Struct, frozen=True, kw_only=True):
     """Seeds the actors' priorities and the quantum jitter."""
     jitter_ns: int = 0
     points: list[tuple[int, int]] = msgspec.field(default_factory=list)
-    """(hand-over number, preemption ns): the change points, in hand-over order."""
+    """(step, preemption ns): the change points, in step order (a step is a hand-over to an
+    actor that is not a vCPU)."""
 
     @property
     def depth(self) -> int:
@@ -62,7 +67,7 @@ class Perturb(msgspec.Struct, frozen=True, kw_only=True):
 
 def derive(seed: int, depth: int, handoffs: int, max_preempt_ns: int, jitter_ns: int) -> Perturb:
     """The perturbation run `seed` of a hunt uses: depth-1 change points drawn uniformly over
-    the first `handoffs` hand-overs (a plain run's count), each preempting for up to
+    the first `handoffs` steps (a plain run's count), each preempting for up to
     max_preempt_ns."""
     rng = random.Random(f"pct/{seed}")
     k = max(handoffs, depth)

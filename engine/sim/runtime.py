@@ -99,6 +99,8 @@ class Sequencer:
         self._scheduled: deque[tuple[int, Any]] = deque()
         self.calls = 0
         self.handoffs = 0
+        # Hand-overs to actors other than vCPUs: the steps hunt's change points count.
+        self.sync_handoffs = 0
         self._actors: list[Actor] = []
         # `slotlab hunt`'s schedule perturbation (engine/sim/perturb.py); None: the one
         # default schedule, and none of its code runs.
@@ -288,8 +290,8 @@ class Sequencer:
                 self.finish("duration")
                 return None
             heapq.heappop(heap)
-            if self.perturb is not None:
-                held = self.perturb.preempt(self.handoffs + 1, actor)
+            if self.perturb is not None and not actor.vcpu:
+                held = self.perturb.preempt(self.sync_handoffs + 1, actor)
                 if held:
                     self._push(t + held, actor)
                     continue
@@ -298,6 +300,8 @@ class Sequencer:
                 QUANTUM_NS if self.perturb is None else self.perturb.quantum(QUANTUM_NS)
             )
             self.handoffs += 1
+            if not actor.vcpu:
+                self.sync_handoffs += 1
             return actor
 
     async def _pace(self, next_t: int | None) -> None:

@@ -1,8 +1,8 @@
 """`slotlab hunt`: look for a failing run with no fault armed, by perturbing the schedule.
 
 Run i of a hunt is seed first_seed + i, with the PCT perturbation derived from that seed
-(engine/sim/perturb.py): depth-1 change points spread over the hand-overs a plain run of the
-configuration makes, each preempting the actor it lands on for up to max_preempt_ns, and vCPU
+(engine/sim/perturb.py): depth-1 change points spread over the steps (hand-overs to actors
+other than vCPUs) a plain run of the configuration makes, each preempting the actor it lands on for up to max_preempt_ns, and vCPU
 quanta jittered. The runs go out as sweep's units, on the same cluster; the hunt stops once it
 knows the lowest-numbered failing run (every run before it has finished), so the figure it
 reports does not depend on which worker was fastest.
@@ -27,9 +27,10 @@ class HuntPlan(msgspec.Struct, frozen=True, kw_only=True):
     budget: int
     first_seed: int = 1
     perturb: bool = True
-    depth: int = 3
+    depth: int = 5
     max_preempt_ns: int = 0
-    """0: the scenario's period, the time scale on which its VMM acts."""
+    """0: five of the scenario's periods (the VMM's own time scale): long enough to hold a
+    DELETE's window open across a guest's slower rhythm, as an overloaded host does."""
     jitter_ns: int = 100
     vcpus: int | None = None
     duration_ns: int | None = None
@@ -52,7 +53,7 @@ class HuntResult(msgspec.Struct, kw_only=True):
 
 
 def calibrate(plan: HuntPlan) -> tuple[int, int, int]:
-    """(hand-overs of a whole plain run, actors, max preempt ns): the scale change points need.
+    """(steps of a whole plain run, actors, max preempt ns): the scale change points need.
     A plain run that ends early (a crash) is scaled up to the full duration."""
     spec = RunSpec(
         scenario=plan.scenario,
@@ -65,8 +66,9 @@ def calibrate(plan: HuntPlan) -> tuple[int, int, int]:
     out = execute(spec)
     duration = config.duration_ns or config.scenario.duration_ns
     done = max(out.summary["virtual_ns"], 1)
-    handoffs = out.handoffs if done >= duration else math.ceil(out.handoffs * duration / done)
-    preempt = plan.max_preempt_ns or config.scenario.period_ns
+    steps = out.sync_handoffs
+    handoffs = steps if done >= duration else math.ceil(steps * duration / done)
+    preempt = plan.max_preempt_ns or 5 * config.scenario.period_ns
     return max(handoffs, 1), out.actors, preempt
 
 

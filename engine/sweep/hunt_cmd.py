@@ -29,12 +29,12 @@ def add_hunt_parser(sub: Any, duration: Any) -> None:
     )
     p.add_argument("--budget", type=int, default=1000, help="runs at most (default 1000)")
     p.add_argument("--first-seed", type=int, default=1, help="the seed the search starts at")
-    p.add_argument("--depth", type=int, default=3, help="PCT depth: depth-1 change points")
+    p.add_argument("--depth", type=int, default=5, help="PCT depth: depth-1 change points (5)")
     p.add_argument(
         "--max-preempt",
         type=duration,
         default=0,
-        help="longest preemption at a change point (default: the scenario's period)",
+        help="longest preemption at a change point (default: 5 x the scenario's period)",
     )
     p.add_argument("--jitter", type=duration, default=100, help="vCPU quantum jitter (100ns)")
     p.add_argument(
@@ -100,7 +100,7 @@ def cmd_hunt(args: argparse.Namespace) -> int:
 
 def describe(plan: HuntPlan, r: HuntResult, log: str | None) -> str:
     how = (
-        f"PCT depth {plan.depth} over {r.handoffs} hand-overs of {r.actors} actors"
+        f"PCT depth {plan.depth} over {r.handoffs} steps of {r.actors} actors"
         if plan.perturb
         else "plain seeds, no perturbation"
     )

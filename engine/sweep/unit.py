@@ -58,6 +58,8 @@ class Outcome(msgspec.Struct, kw_only=True):
     summary: dict[str, Any]
     digest: str
     handoffs: int
+    sync_handoffs: int
+    """Hand-overs to actors other than vCPUs: the steps of hunt's change points."""
     actors: int
     log: bytes | None = None
 
@@ -111,6 +113,7 @@ def execute_config(config: RunConfig, keep_log: bool = False) -> Outcome:
         summary=summary,
         digest=hashlib.sha256(head).hexdigest(),
         handoffs=session.seq.handoffs,
+        sync_handoffs=session.seq.sync_handoffs,
         actors=len(session.vcpus) + 2 + bool(config.fault_script),
         log=bytes(head) if keep_log else None,
     )

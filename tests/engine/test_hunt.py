@@ -109,7 +109,7 @@ def test_hunt_reports_none_with_its_bounds(rare: str) -> None:
     assert result.found is None
     assert result.runs == 6
     assert result.rate_bound == 0.5
-    assert result.miss_bound == pct_miss_bound(result.actors, result.handoffs, 3, 6)
+    assert result.miss_bound == pct_miss_bound(result.actors, result.handoffs, 5, 6)
     assert 0 < result.miss_bound < 1
 
 
