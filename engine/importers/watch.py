@@ -139,14 +139,17 @@ def watch(args: argparse.Namespace) -> WatchResult:
     except BaseException:
         qemu.stop()
         raise
-    return finish(qemu, follower, scenario, stopped_by)
+    result = finish(qemu, follower, scenario, stopped_by)
+    if not args.json:
+        _print_new(follower.state(), shown, final=True)
+    return result
 
 
-def _print_new(state: Imported | None, shown: int) -> int:
+def _print_new(state: Imported | None, shown: int, final: bool = False) -> int:
     if state is None:
         return shown
-    # The last transaction may still grow: show only closed ones.
-    closed = state.transactions[:-1]
+    # While QEMU runs, the last transaction may still grow: show only closed ones.
+    closed = state.transactions if final else state.transactions[:-1]
     for txn in closed[shown:]:
         print(describe(txn), flush=True)
     return max(shown, len(closed))

@@ -3,12 +3,16 @@ the race crashes legacy but none of the fixes."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from engine.importers import import_trace, read_trace
 from engine.importers.builtin import trace_path
 from engine.scenarios import load_scenario, parse_scenario
 from engine.session import RunConfig
+from tests.engine.helpers import run_cli
 from tests.importers.helpers import run_calls
 
 KIND = {"create": "CREATE", "delete": "DELETE", "flags": "FLAGS_ONLY", "move": "MOVE"}
@@ -44,3 +48,31 @@ def test_race_on_the_boot_traces(name: str, strategy: str, crashes: bool) -> Non
         assert summary["verdict"] == "ok"
         # The whole trace was replayed: every transaction after boot, plus boot itself.
         assert summary["transactions"] == len(read_trace(str(trace_path(name))).transactions) + 1
+
+
+def test_run_trace_imports_on_the_fly(tmp_path: Path) -> None:
+    done = run_cli(
+        "run", "--trace", str(trace_path("qemu72-hotplug")), "--strategy", "atomic-list",
+        "--no-log", "--json", "--max-gap", "20us",
+        env={"SLOTLAB_SESSIONS": str(tmp_path)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["verdict"] == "ok"
+    written = load_scenario(str(tmp_path / "qemu72-hotplug.toml"))
+    assert written.gaps_ns is not None
+    assert max(written.gaps_ns) == 20_000
+    assert summary["transactions"] == len(written.sequence)
+
+
+def test_compare_takes_an_imported_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "pc.toml"
+    out.write_text(import_trace(str(trace_path("qemu72-pc-boot"))).text)
+    done = run_cli(
+        "compare", "--scenario", str(out), "--seeds", "1", "--jobs", "1",
+        "--duration", "300us", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = {r["strategy"]: r for r in json.loads(done.stdout)[str(out)]}
+    assert rows["legacy"]["crash_rate"] == 1.0
+    assert rows["inhibit"]["crash_rate"] == 0.0
