@@ -9,6 +9,7 @@ engine's headless CLI (engine.cli), which never imports the TUI.
     slotlab export LOG --format asciicast    a recording of the TUI replaying LOG
     slotlab completion bash|zsh|fish         a shell completion script
     slotlab man                    the man page (roff), generated from this parser
+    slotlab qemu [--duration D] -- QEMU...   a real QEMU's memslots, live (--json: engine.cli)
 """
 
 from __future__ import annotations
@@ -319,9 +320,40 @@ def _dispatch(args: list[str]) -> int:
             theme=THEME_NAMES[ns.theme] if ns.theme else None,
         )
         return run_app(options, mouse=not ns.no_mouse)
+    if command == "qemu" and "--json" not in args[: args.index("--") if "--" in args else None]:
+        return run_qemu_tui(engine_cli.build_parser().parse_args(args))
     if command == "bench":
         register_bench()
     return engine_cli.run_parsed(ns)
+
+
+def run_qemu_tui(ns: argparse.Namespace) -> int:
+    """`slotlab qemu -- QEMU...` with the live view; QEMU never outlives it."""
+    from engine.importers.live import QemuProcess
+    from engine.importers.watch import output_paths, qemu_command
+    from tui.qemu_watch import QemuWatchApp
+
+    trace, scenario, stderr = output_paths(ns.out)
+    # A refusal (no QEMU, no trace backend, -D given) is one line, before the terminal changes.
+    qemu = QemuProcess(qemu_command(ns), trace, stderr)
+    app = QemuWatchApp(qemu, scenario, ns.duration)
+    try:
+        code = app.run()
+    finally:
+        qemu.stop()
+    if app.result is None:
+        print(
+            f"slotlab: {app.error or 'QEMU was stopped before its first memslot call'}",
+            file=sys.stderr,
+        )
+        return 2
+    r = app.result
+    print(
+        f"{r.calls} memslot calls ({r.creates} CREATE, {r.deletes} DELETE, {r.flags_only} "
+        f"flags-only) in {r.transactions} transactions; stopped: {r.stopped_by}\n"
+        f"trace: {r.trace}\nscenario: {r.scenario}\nreplay: {r.replay}"
+    )
+    return code or 0
 
 
 if __name__ == "__main__":

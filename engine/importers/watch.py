@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 
 from engine.importers import import_trace
-from engine.importers.calls import Imported, Transaction
+from engine.importers.calls import DEFAULT_TXN_GAP_US, Imported, Transaction
 from engine.importers.live import QemuError, QemuProcess, TraceFollower, stop_signals
 from engine.units import format_ns
 
@@ -145,11 +145,22 @@ def watch(args: argparse.Namespace) -> WatchResult:
     return result
 
 
-def _print_new(state: Imported | None, shown: int, final: bool = False) -> int:
+def closed_transactions(state: Imported | None, final: bool) -> list[Transaction]:
+    """The transactions that cannot grow any more: all but the last while QEMU runs, and
+    the last too once the transaction gap has passed since its last call (QEMU stamps its
+    lines with gettimeofday, the clock time.time() reads)."""
     if state is None:
-        return shown
-    # While QEMU runs, the last transaction may still grow: show only closed ones.
-    closed = state.transactions if final else state.transactions[:-1]
+        return []
+    txns = state.transactions
+    if final or not txns:
+        return txns
+    end = txns[-1].end_us
+    quiet = end is not None and time.time() * 1e6 - end > DEFAULT_TXN_GAP_US
+    return txns if quiet else txns[:-1]
+
+
+def _print_new(state: Imported | None, shown: int, final: bool = False) -> int:
+    closed = closed_transactions(state, final)
     for txn in closed[shown:]:
         print(describe(txn), flush=True)
     return max(shown, len(closed))
