@@ -9,6 +9,7 @@ depends on how fast the machine is beyond the deadline.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -169,3 +170,65 @@ def test_sigterm_restores_the_terminal(pane: Pane, tmp_path: Path) -> None:
     assert pane.display("#{cursor_flag}") == "1"
     pane.send("stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo | tr '\\n' ' '; echo", "Enter")
     pane.wait_for("icanon echo")
+
+
+TXN = re.compile(r"\btxn (\d+)\b")
+
+
+def _txn_seen(pane: Pane, at_least: int, deadline: float = DEADLINE) -> int:
+    """Poll until the pane has named transaction at_least (status bar or log), never seeing
+    a crash on the way; returns the last screen's highest transaction number."""
+    end = time.monotonic() + deadline
+    highest = 0
+    screen = ""
+    while time.monotonic() < end:
+        screen = pane.capture()
+        assert "CRASHED" not in screen, screen
+        highest = max([highest, *(int(n) for n in TXN.findall(screen))])
+        if highest >= at_least:
+            return highest
+        time.sleep(0.1)
+    raise AssertionError(f"transaction {at_least} never showed; the pane shows:\n{screen}")
+
+
+def test_the_demo_story(pane: Pane) -> None:
+    """`slotlab` with no arguments: legacy survives several updates, `r` arms the race and the
+    guest dies; inhibit from the palette survives the race; `c` fills the matrix; `q` gives
+    the terminal back."""
+    pane.send(_command() + "; echo exit=$?", "Enter")
+    pane.wait_for("RUNNING")
+    assert "pam-shadow·legacy" in pane.capture()
+    # Legacy survives at least three transactions on its own.
+    _txn_seen(pane, 4)
+    pane.send("r")
+    screen = pane.wait_for("CRASHED")
+    assert "KVM_EXIT_INTERNAL_ERROR" in screen
+    # Inhibit, from the palette: a new session on the same scenario.
+    pane.send("C-p")
+    pane.wait_for("Search")
+    pane.send("-l", "switch strategy: inhibit")
+    pane.wait_for("Switch strategy: inhibit")
+    pane.send("Enter")
+    pane.wait_for("pam-shadow·inhibit")
+    if "RUNNING" not in pane.capture():
+        pane.send("Enter")
+    pane.wait_for("RUNNING")
+    pane.send("r")
+    pane.wait_for("race")
+    # The race fires at the next transaction and the one after: both survive.
+    start = _txn_seen(pane, 1)
+    _txn_seen(pane, start + 2)
+    # The matrix: every strategy, filled.
+    pane.send("c")
+    screen = pane.wait_for("seeds: done", deadline=240)
+    for name in ("legacy", "inhibit", "atomic-list", "convert"):
+        assert name in screen
+    assert "%" in screen
+    pane.send("Escape")
+    pane.wait_for("pam-shadow·inhibit")
+    pane.send("q")
+    pane.wait_for("exit=0")
+    assert pane.display("#{alternate_on}") == "0"
+    assert pane.display("#{mouse_any_flag}") == "0"
+    pane.send("echo back-$((20+1))", "Enter")
+    pane.wait_for("back-21")
