@@ -9,12 +9,11 @@ counters are counter ("C") tracks. Timestamps are microseconds with nanosecond d
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import msgspec
 
-from engine import events as ev
+from engine.export.counters import counter_samples
 from engine.log import SessionLog
 from engine.report.lanes import build_lanes
 
@@ -52,29 +51,10 @@ def _tid(lane: str) -> int:
 
 
 def _counters(log: SessionLog) -> list[TraceEvent]:
-    out: list[TraceEvent] = []
-    seen: Counter[str] = Counter()
-    for e in log.events:
-        if isinstance(e, ev.SwapPublish | ev.SwapDone):
-            args = {f"as{e.as_id}": e.generation}
-            out.append(TraceEvent("C", "memslots generation", PID, ts=_us(e.t), args=args))
-            continue
-        name = ""
-        if isinstance(e, ev.Fault) and e.outcome in ("retry", "retry_invalidated", "mmio_len0"):
-            name = "fault retries"
-        elif isinstance(e, ev.Exit):
-            name = {
-                "KVM_EXIT_MMIO": "MMIO exits",
-                "KVM_EXIT_INTERNAL_ERROR": "internal errors",
-            }.get(e.reason, "")
-        elif isinstance(e, ev.TxnCommit):
-            name = "transactions"
-        elif isinstance(e, ev.Violation):
-            name = "violations"
-        if name:
-            seen[name] += 1
-            out.append(TraceEvent("C", name, PID, ts=_us(e.t), args={"count": seen[name]}))
-    return out
+    return [
+        TraceEvent("C", c.name, PID, ts=_us(c.t), args={c.series: c.value})
+        for c in counter_samples(log.events)
+    ]
 
 
 def chrome_trace(log: SessionLog) -> ChromeTrace:

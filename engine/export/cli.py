@@ -43,8 +43,9 @@ def add_export_parser(sub: Any) -> None:
         "--format",
         choices=FORMATS,
         required=True,
-        help="perfetto and chrome: the Chrome JSON trace format, which ui.perfetto.dev opens; "
-        "asciicast: a recording of the TUI replaying the log",
+        help="perfetto: a Perfetto protobuf trace (ui.perfetto.dev); chrome: the Chrome JSON "
+        "trace format (chrome://tracing, Perfetto too); asciicast: a recording of the TUI "
+        "replaying the log",
     )
     p.add_argument("-o", "--output", metavar="OUT", help="write here (default: stdout)")
     p.add_argument(
@@ -81,7 +82,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ValueError(
             "export --format asciicast records the TUI: run it with the `slotlab` command"
         )
-    from engine.export.chrome import encode
+    log = read_log(args.log)
+    if args.format == "perfetto":
+        from engine.export.perfetto import perfetto_trace
 
-    write_output(encode(read_log(args.log)), args.output)
+        write_output(perfetto_trace(log), args.output)
+    else:
+        from engine.export.chrome import encode
+
+        write_output(encode(log), args.output)
     return 0
