@@ -5,9 +5,10 @@ Every reader of a log (check, replay --verify, report, export, the TUI replay) g
 recognised by its magic bytes, not the file name, so `zcat x.gz | slotlab check -` and
 `slotlab check x.gz` and a gzip file misnamed `.jsonl` all read the same way.
 
-Writers compress by suffix (`.gz`, `.zst`). Their output does not depend on the path or the
-wall clock: the gzip header carries no file name and mtime 0, so one run written to two places
-gives identical bytes, compressed or not.
+Writers compress by suffix (`.gz`, `.zst`). What they write does not depend on the path: the
+gzip header carries no file name and mtime 0, and one run written anywhere, compressed or not,
+decompresses to identical bytes. (The compressed bytes themselves follow the flush points,
+which are every 100 ms of wall time, so two compressed copies need not be equal byte for byte.)
 """
 
 from __future__ import annotations
