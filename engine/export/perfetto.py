@@ -12,13 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import (  # type: ignore[import-untyped]
-    TracePacket,
-    TrackEvent,
-)
-from perfetto.trace_builder.proto_builder import (  # type: ignore[import-untyped]
-    TraceProtoBuilder,
-)
+from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import TracePacket, TrackEvent
+from perfetto.trace_builder.proto_builder import TraceProtoBuilder
 
 from engine.export.counters import counter_samples
 from engine.log import SessionLog

@@ -8,6 +8,7 @@ import os
 import shutil
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -78,12 +79,12 @@ def test_export_reads_stdin_and_writes_stdout(verdict_logs: dict[str, Path]) -> 
     jsonschema.validate(json.loads(done.stdout), SCHEMA)
 
 
-def _perfetto_tracks(data: bytes) -> tuple[dict[int, str], dict[int, list[object]]]:
+def _perfetto_tracks(data: bytes) -> tuple[dict[int, str], dict[int, list[Any]]]:
     from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import Trace
 
     trace = Trace.FromString(data)
     names: dict[int, str] = {}
-    events: dict[int, list[object]] = defaultdict(list)
+    events: dict[int, list[Any]] = defaultdict(list)
     last = 0
     for packet in trace.packet:
         if packet.HasField("track_descriptor"):
@@ -114,15 +115,15 @@ def test_perfetto_export_is_a_protobuf_trace_with_one_track_per_actor(
     for name in threads:
         depth = 0
         for packet in by_name.get(name, []):
-            kind = packet.track_event.type  # type: ignore[attr-defined]
+            kind = packet.track_event.type
             depth += {TrackEvent.TYPE_SLICE_BEGIN: 1, TrackEvent.TYPE_SLICE_END: -1}.get(kind, 0)
             assert depth >= 0, f"{name}: a slice ends that never began"
-    vmm = [p.track_event for p in by_name["vmm"]]  # type: ignore[attr-defined]
+    vmm = [p.track_event for p in by_name["vmm"]]
     begins = [e.name for e in vmm if e.type == TrackEvent.TYPE_SLICE_BEGIN]
     assert begins == ["CREATE slot 0", "DELETE slot 0"]
-    instants = [p.track_event.name for p in by_name["vcpu1"]]  # type: ignore[attr-defined]
+    instants = [p.track_event.name for p in by_name["vcpu1"]]
     assert "fetch fault at 0x1000: emulation_failure" in instants
-    generation = [p.track_event for p in by_name["memslots generation as0"]]  # type: ignore[attr-defined]
+    generation = [p.track_event for p in by_name["memslots generation as0"]]
     assert [e.counter_value for e in generation][-1] == 2
     assert all(e.type == TrackEvent.TYPE_COUNTER for e in generation)
 
