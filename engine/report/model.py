@@ -73,7 +73,7 @@ def reproduce_command(log: SessionLog) -> list[str]:
     if sc is None or h.vcpus != sc.vcpus:
         argv += ["--vcpus", str(h.vcpus)]
     if sc is None or h.duration_ns != sc.duration_ns:
-        argv += ["--duration", f"{h.duration_ns}ns"]
+        argv += ["--duration", duration_arg(h.duration_ns)]
     for fault in h.faults:
         argv += ["--fault", fault]
     if h.host.get("backend") == "kvm":
@@ -89,6 +89,14 @@ def reproduce_command(log: SessionLog) -> list[str]:
     if not isinstance(h.perturb, msgspec.UnsetType):
         argv += ["--perturb", h.perturb.text()]
     return argv
+
+
+def duration_arg(ns: int) -> str:
+    """The shortest exact way to type a duration: 200ms, not 200000000ns."""
+    for unit, scale in (("s", 10**9), ("ms", 10**6), ("us", 10**3)):
+        if ns % scale == 0:
+            return f"{ns // scale}{unit}"
+    return f"{ns}ns"
 
 
 def _host_value(value: object) -> str:

@@ -75,3 +75,14 @@ def test_window_and_around_choose_what_the_timeline_shows(
     seqs = [row.seq for row in around.events]
     assert 500 in seqs
     assert min(seqs) <= 500 - 30
+
+
+def test_reproducing_command_types_durations_as_a_person_would() -> None:
+    from engine.report.model import duration_arg
+    from engine.units import parse_duration
+
+    for ns in (200_000_000, 1_500_000, 2_000_000_000, 150_000, 1_234):
+        text = duration_arg(ns)
+        assert parse_duration(text) == ns
+    assert duration_arg(200_000_000) == "200ms"
+    assert duration_arg(1_500_000) == "1500us"

@@ -73,3 +73,21 @@ def test_html_report_draws_the_timeline_and_fetches_nothing(
     control.write_text('<img src="http://slotlab.invalid/x.png">')
     _, fetched = _shoot(control, tmp_path, "control")
     assert "http://slotlab.invalid/x.png" in fetched
+
+
+def test_html_carries_what_the_text_report_says(verdict_logs: dict[str, Path]) -> None:
+    from html import escape
+
+    from engine.report.text import header_fields
+
+    report = build_report(read_log(verdict_logs["violation"]))
+    html = render_html(report)
+    for key, value in header_fields(report):
+        assert f"<th>{key}</th><td>{escape(value)}</td>" in html
+    assert escape(" ".join(report.command)) in html
+    assert escape(report.explanation) in html
+    for row in report.events:
+        assert f"<td>{row.seq}</td>" in html
+    for key, value in report.counters:
+        assert f"<th>{escape(key)}</th><td>{escape(value)}</td>" in html
+    assert html.count("<svg") == 1
