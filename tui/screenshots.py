@@ -19,9 +19,10 @@ from pathlib import Path
 
 from textual.pilot import Pilot
 
+from engine.events import TxnCommit
 from engine.runner import make_config, run_session
 from tui.app import SlotlabApp
-from tui.options import LaunchOptions
+from tui.options import DEFAULT_SCENARIO, LaunchOptions
 
 SIZE = (120, 36)
 Script = Callable[[SlotlabApp, Pilot[int]], Awaitable[None]]
@@ -67,6 +68,29 @@ async def replay(app: SlotlabApp, pilot: Pilot[int]) -> None:
     await pilot.press(*"#46", "enter")
 
 
+def _commits(app: SlotlabApp) -> int:
+    return sum(isinstance(e, TxnCommit) for e in app.host.model.recent)
+
+
+async def story_survives(app: SlotlabApp, pilot: Pilot[int]) -> None:
+    """The demo's start: legacy, no fault, four updates committed and the guest alive."""
+    await _step_until(app, lambda: _commits(app) >= 4)
+
+
+async def story_crash(app: SlotlabApp, pilot: Pilot[int]) -> None:
+    """Then `r`: the race is armed, and the next update kills the guest."""
+    await story_survives(app, pilot)
+    await pilot.press("r")
+    await crash(app, pilot)
+
+
+async def story_inhibit(app: SlotlabApp, pilot: Pilot[int]) -> None:
+    """inhibit with the race armed: vCPUs are kicked out of KVM_RUN for the update."""
+    await pilot.press("r")
+    await app.settle()
+    await _step_until(app, lambda: _commits(app) >= 2 and app.host.model.vmm.inhibited)
+
+
 async def compare(app: SlotlabApp, pilot: Pilot[int]) -> None:
     await pilot.press("c")
     await pilot.pause()
@@ -74,7 +98,13 @@ async def compare(app: SlotlabApp, pilot: Pilot[int]) -> None:
 
 
 def _live(**overrides: object) -> SlotlabApp:
-    options = LaunchOptions(paused=True, log_path="sessions/20221111-120000-split-legacy.jsonl")
+    """split with the race armed from the start (the race every run)."""
+    options = LaunchOptions(
+        scenario="split",
+        faults=["race"],
+        paused=True,
+        log_path="sessions/20221111-120000-split-legacy.jsonl",
+    )
     for key, value in overrides.items():
         setattr(options, key, value)
     return SlotlabApp(options, keymap={}, compare_jobs=1)
@@ -92,7 +122,16 @@ def scenes(workdir: Path) -> list[tuple[str, Callable[[], SlotlabApp], Script]]:
             LaunchOptions(replay=str(log.relative_to(workdir)), paused=True), keymap={}
         )
 
+    def demo(strategy: str) -> Callable[[], SlotlabApp]:
+        """`slotlab` as it starts: the default scenario, no fault armed."""
+        path = f"sessions/20221111-120000-{DEFAULT_SCENARIO}-{strategy}.jsonl"
+        options = LaunchOptions(strategy=strategy, paused=True, log_path=path)
+        return lambda: SlotlabApp(options, keymap={}, compare_jobs=1)
+
     return [
+        ("story-1-legacy-survives", demo("legacy"), story_survives),
+        ("story-2-race-kills-legacy", demo("legacy"), story_crash),
+        ("story-3-inhibit-survives-the-race", demo("inhibit"), story_inhibit),
         ("main-mid-race", _live, mid_race),
         ("main-mid-race-light", lambda: _live(theme="textual-light"), mid_race),
         ("crash-verdict", _live, crash),
