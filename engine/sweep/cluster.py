@@ -68,7 +68,7 @@ def open_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
             n_workers=n,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: never collide with another cluster
             silence_logs=logging.ERROR,
         ) as cluster,
         Client(cluster) as client,
