@@ -194,6 +194,30 @@ def options_from_args(args: argparse.Namespace) -> LaunchOptions:
     return opts
 
 
+def spool_stdin_for_tui() -> str:
+    """`zcat x.gz | slotlab replay -`: the piped log goes to a temporary file, and the TUI then
+    takes its keys from the terminal (/dev/tty), as `less` does."""
+    import atexit
+    import os
+    import tempfile
+
+    try:
+        tty = os.open("/dev/tty", os.O_RDWR)
+    except OSError as err:
+        raise ValueError(
+            f"replay -: no terminal to take keys from (/dev/tty: {err.strerror}); "
+            "give a file, or use --verify"
+        ) from None
+    data = sys.stdin.buffer.read()
+    fd, path = tempfile.mkstemp(prefix="slotlab-stdin-", suffix=".jsonl")
+    with os.fdopen(fd, "wb") as spool:
+        spool.write(data)  # compressed or not: the reader recognises it by its magic bytes
+    atexit.register(os.unlink, path)
+    os.dup2(tty, sys.stdin.fileno())
+    os.close(tty)
+    return path
+
+
 def check_backend(options: LaunchOptions) -> None:
     """The real /dev/kvm must be usable and able to run this scenario and strategy (one line
     saying why not, before the terminal changes mode)."""
@@ -306,10 +330,7 @@ def _dispatch(args: list[str]) -> int:
         return 0
     if command == "replay" and not ns.verify:
         if ns.log == "-":
-            raise ValueError(
-                "replay -: the TUI takes its keys from stdin, so it cannot read a log from it; "
-                "give a file (plain, .gz or .zst), or use --verify"
-            )
+            ns.log = spool_stdin_for_tui()
         from tui.replay_driver import ReplayDriver
 
         ReplayDriver(ns.log)  # a bad log is one line and status 2, before the TUI starts

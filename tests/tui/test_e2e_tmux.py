@@ -232,3 +232,23 @@ def test_the_demo_story(pane: Pane) -> None:
     assert pane.display("#{mouse_any_flag}") == "0"
     pane.send("echo back-$((20+1))", "Enter")
     pane.wait_for("back-21")
+
+
+def test_replay_reads_a_piped_compressed_log_and_keys_from_the_terminal(
+    pane: Pane, tmp_path: Path
+) -> None:
+    """`zcat`-style: the log comes down a pipe, the keys from the terminal."""
+    log = tmp_path / "crash.jsonl.gz"
+    done = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "run", "--seed", "3", "--log", str(log), "--json"],
+        cwd=ROOT, capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr  # crashed
+    pane.send(
+        f"cat {shlex.quote(str(log))} | " + _command("replay", "-") + "; echo exit=$?", "Enter"
+    )
+    pane.wait_for("REPLAY")
+    pane.send("e")  # to the end, a key read from the terminal
+    pane.wait_for("CRASHED")
+    pane.send("q")
+    pane.wait_for("exit=0")
