@@ -81,6 +81,11 @@ def add_tui_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--paused", action="store_true", help="start paused (space steps)")
     p.add_argument(
+        "--demo",
+        action="store_true",
+        help="start paused just before the first DELETE, with a hint of what to press",
+    )
+    p.add_argument(
         "--fault",
         action="append",
         default=None,
@@ -179,7 +184,8 @@ def options_from_args(args: argparse.Namespace) -> LaunchOptions:
         strategy=args.strategy,
         seed=args.seed,
         speed=args.speed,
-        paused=args.paused,
+        paused=args.paused or args.demo,
+        demo=args.demo,
         faults=faults,
         faults_file=args.faults,
         vcpus=args.vcpus,

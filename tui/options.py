@@ -57,6 +57,8 @@ class LaunchOptions:
     replay: str | None = None
     """A session log to open in the replay screen instead of running live."""
     theme: str | None = None
+    demo: bool = False
+    """Start paused just before the first DELETE, with a one-line hint of what to press."""
     backend: str = "model"
     """model (virtual time, every kernel structure visible) or kvm (the machine's /dev/kvm,
     in real time: pause, step and speed do not apply, SRCU and the memslot sets are hidden)."""

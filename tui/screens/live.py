@@ -10,8 +10,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, cast
 
+from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.widgets import Static
 
+from engine.events import IoctlEnter
 from engine.faults import FAULT_KINDS, FaultError
 from engine.scenarios import builtin_names, load_scenario
 from engine.session import Session
@@ -62,8 +65,43 @@ class LiveScreen(MonitorScreen):
 
         return cast(SlotlabApp, self.app)
 
+    DEMO_HINT = (
+        "Paused just before the first DELETE: space steps one event, p plays, "
+        "r arms the race, S switches strategy"
+    )
+
+    def compose_controls(self) -> ComposeResult:
+        yield Static(self.DEMO_HINT, id="demo-hint")
+
     def on_mount(self) -> None:
+        self.query_one("#demo-hint").display = False
         self.start_session()
+        if self.options.demo:
+            self.run_worker(self.to_first_delete(), group="demo", exclusive=True)
+
+    async def to_first_delete(self, limit: int = 20_000) -> bool:
+        """Step, one event at a time, until the last event is the first DELETE's ioctl
+        entry: the memslot is still there, and the next event takes it away. Each step is a
+        recorded command, so the session still replays byte for byte."""
+        host = self.slotlab.host
+        await host.settle()
+        for _ in range(limit):
+            session = host.session
+            if session is None or not host.running:
+                return False
+            recent = session.recent
+            last = recent[-1] if recent else None
+            if (
+                isinstance(last, IoctlEnter)
+                and last.memory_size == 0
+                and last.ioctl.endswith("USER_MEMORY_REGION")
+            ):
+                self.query_one("#demo-hint").display = True
+                self.slotlab.refresh_now()
+                return True
+            host.send("step", count="1")
+            await host.settle()
+        return False
 
     # A real VM runs in real time: the clock's keys are shown disabled.
     CLOCK_ACTIONS = frozenset({"pause", "step", "faster", "slower", "to_end"})
