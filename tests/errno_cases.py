@@ -1,4 +1,6 @@
-"""real-kvm.md section 1.2 (rows 1-100, P1, P2) and the guest-free rows of section 5, as data.
+"""What this host's /dev/kvm answers to KVM_SET_USER_MEMORY_REGION (rows 1-100, P1, P2) and to
+KVM_GET_DIRTY_LOG without a guest, as data (virt/kvm/kvm_main.c: __kvm_set_memory_region(),
+kvm_get_dirty_log()).
 
 Each case runs on a fresh VM of either backend. The kernel does not look at userspace_addr
 beyond alignment and access_ok() at set time, so plain unmapped addresses stand in for the

@@ -1,4 +1,4 @@
-"""Model benchmarks in the style of memslot_perf_test (kvm-memslots.md §8.3).
+"""Model benchmarks in the style of memslot_perf_test (tools/testing/selftests/kvm/memslot_perf_test.c).
 
 The test area is the selftest's: 2^17 pages at GPA 0x10000000, split evenly across 8, 512, 4096
 and 32,764 slots (the last slot takes the remainder). At each size:

@@ -1,7 +1,8 @@
 """Virtual-time costs of the modelled kernel's steps, in ns.
 
-Orders of magnitude follow what real-kvm.md measured on these machines (a KVM_RUN round trip of
-about 7 us, a memslot ioctl of 10-20 us with vCPUs out of the guest); guest instructions are
+Orders of magnitude follow what this project's kvm backend measures on its development host
+(`slotlab bench`: a KVM_RUN round trip of about 7 us, a memslot ioctl of 10-20 us with vCPUs out
+of the guest); guest instructions are
 cheap so a demo's vCPUs make visible progress between updates.
 """
 

@@ -1,4 +1,5 @@
-"""real-kvm.md section 1.2 and the guest-free dirty-log rows, on this machine's /dev/kvm."""
+"""The errno table of KVM_SET_USER_MEMORY_REGION and KVM_GET_DIRTY_LOG (tests/errno_cases.py),
+on this machine's /dev/kvm."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A real guest on /dev/kvm: the ISA translation, MMIO exits on a deleted slot, READONLY
-slots, and dirty logging with a guest that writes (real-kvm.md sections 5 and 6)."""
+slots, and dirty logging with a guest that writes."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_a_jump_out_of_the_program_fetches_from_that_gpa() -> None:
         load_program(mem, 0, CODE, ["jmp 0xdead0000"])
         vcpu = vm.create_vcpu()
         vcpu.setup_flat_real_mode(CODE)
-        # No slot at 0xdead0000: the fetch fails, as real-kvm.md section 7 saw at 0x5000.
+        # No slot at 0xdead0000: the fetch cannot be emulated (KVM_INTERNAL_ERROR_EMULATION).
         assert run_to_exit(vcpu) == c.KVM_EXIT_INTERNAL_ERROR
         suberror, _ = vcpu.internal_error()
         assert suberror == c.KVM_INTERNAL_ERROR_EMULATION
@@ -123,7 +123,7 @@ def test_writes_to_a_readonly_slot_exit_as_mmio_and_leave_ram_alone() -> None:
         assert vm.get_dirty_log(1) == []  # nothing reached RAM, so nothing is dirty
 
 
-# --- dirty logging (real-kvm.md section 5) -------------------------------------------------
+# --- dirty logging ---------------------------------------------------------------------------
 
 WRITES = ["store [0x3000]", "store [0x5000]", "store [0x9002]", "halt"]
 DIRTY = [1, 3, 7]  # page offsets from the slot base 0x2000

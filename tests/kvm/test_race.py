@@ -40,7 +40,7 @@ def test_legacy_crashes_the_guest_within_a_bounded_time(scenario: str) -> None:
     assert s["internal_errors"] >= 1
     first_update = next(e.t for e in events if isinstance(e, TxnBegin) and e.txn > 1)
     crash = next(e for e in events if isinstance(e, Exit) and e.reason == "KVM_EXIT_INTERNAL_ERROR")
-    # real-kvm.md section 2: 92-97 % of such updates kill the guest, within about a millisecond.
+    # On this host 92-97 % of such updates kill the guest, within about a millisecond.
     assert (crash.t - first_update) / 1e9 < CRASH_BOUND_S
     assert wall < CRASH_BOUND_S + 1.0  # the VM stops at the crash; nothing waits for the duration
     # The fetch fails inside the loop (inc or jmp), reported at the model's addresses.
@@ -65,7 +65,7 @@ def test_inhibit_survives_a_thousand_split_and_merge_updates() -> None:
 
 
 # Every scenario that real KVM can express, on both strategies it can express: the kernel and
-# the model must reach the same verdict (real-kvm.md's race is near-certain on this host, so a
+# the model must reach the same verdict (the race is near-certain on this host, so a
 # crash the model predicts shows up within the first few updates).
 SCENARIOS = ["split", "merge", "resize", "bar-overlay", "hotplug", "move", "dirty-log", "weeds"]
 

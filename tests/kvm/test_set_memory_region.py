@@ -1,4 +1,4 @@
-"""The kernel selftest set_memory_region_test.c (kvm-memslots.md section 8.1), ported to
+"""The kernel selftest tools/testing/selftests/kvm/set_memory_region_test.c, ported to
 slotlab and run on both backends: the model (engine.model.vcpu.Vcpu driven by hand, as
 tests/model/test_fault_path.py does) and the real /dev/kvm (a vCPU thread).
 
@@ -248,7 +248,7 @@ def test_zero_memory_regions(backend: str) -> None:
         vcpu = kvm.create_vcpu()
         if kvm_module() == "kvm_pvm":
             # PVM refuses to enter a VM with no memslot at all: KVM_RUN fails with ENOSPC
-            # before any exit (real-kvm.md section 7). Stock kvm_intel/kvm_amd return
+            # before any exit. Stock kvm_intel/kvm_amd return
             # KVM_EXIT_INTERNAL_ERROR here, as the selftest (and the model) expect.
             with raises_errno(errno.ENOSPC):
                 vcpu.run()

@@ -2,7 +2,8 @@
 
 A value that does not fit its struct field is a Python-level error (TypeError, OverflowError)
 raised before anything happens: no event, no state change. A value that fits but is nonsense
-reaches the modelled kernel and fails with its errno (real-kvm.md §1.2).
+reaches the modelled kernel and fails with its errno (virt/kvm/kvm_main.c:
+__kvm_set_memory_region(), as this host's /dev/kvm answers; tests/errno_cases.py holds the table).
 """
 
 from __future__ import annotations
@@ -136,7 +137,8 @@ def test_the_largest_values_that_fit_pass_the_type_checks(field: str, value: int
 @pytest.mark.parametrize(
     ("row", "override"),
     [
-        # real-kvm.md §1.2, rows 22-24, on top of the base region of the table.
+        # tests/errno_cases.py rows 22-24 (a wrapping GPA, too many pages), on top of the
+        # base region of the table.
         (22, {"guest_phys_addr": 1 << 63}),
         (23, {"memory_size": (1 << 31) * PAGE}),
         (24, {"memory_size": (1 << 64) - PAGE}),

@@ -1,4 +1,5 @@
-"""real-kvm.md section 1.2 and the guest-free dirty-log rows, on the model."""
+"""The errno table of KVM_SET_USER_MEMORY_REGION and KVM_GET_DIRTY_LOG (tests/errno_cases.py,
+measured on this host's /dev/kvm), on the model."""
 
 from __future__ import annotations
 

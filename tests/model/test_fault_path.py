@@ -1,4 +1,5 @@
-"""The vCPU fault path, one outcome at a time (kvm-memslots.md §3.6, §4; real-kvm.md §2, §5, §6).
+"""The vCPU fault path, one outcome at a time (arch/x86/kvm/mmu/mmu.c: kvm_mmu_page_fault(),
+kvm_faultin_pfn(); what this host's /dev/kvm does for each outcome is asserted in tests/kvm).
 
 Every test builds a VM with a code slot and a data slot, puts a small guest program into host
 memory, and drives KVM_RUN either to its exit or step by step when the point is what happens
@@ -239,7 +240,8 @@ def test_fetch_without_a_slot_is_an_internal_error_at_cpl0_in_l1() -> None:
     exit = run(vcpu)
     assert exit.reason == c.KVM_EXIT_INTERNAL_ERROR
     assert exit.suberror == c.KVM_INTERNAL_ERROR_EMULATION
-    # rip is the instruction whose fetch failed, not advanced (real-kvm.md §2).
+    # rip is the instruction whose fetch failed, not advanced (as KVM_EXIT_INTERNAL_ERROR
+    # leaves it on real hardware: tests/kvm/test_guest.py).
     assert exit.rip == HOLE
     assert not g.of(UdInjected)
     assert g.faults()[-1].outcome == "emulation_failure"
@@ -323,7 +325,8 @@ def test_readonly_slot_reads_and_runs_but_writes_exit_as_mmio() -> None:
     assert (exit.phys_addr, exit.len, exit.is_write, exit.data) == (DATA_GPA + 8, 8, True, 0x1234)
 
     exit = run(vcpu)
-    # inc: read from RAM, the write becomes MMIO with value + 1 (real-kvm.md §6).
+    # inc: read from RAM, the write to a READONLY slot becomes MMIO with value + 1
+    # (arch/x86/kvm/mmu/mmu.c: a write fault on a read-only memslot is emulated as MMIO).
     assert exit.reason == c.KVM_EXIT_MMIO
     assert (exit.phys_addr, exit.len, exit.is_write, exit.data) == (DATA_GPA, 8, True, 0x1235)
     assert {f.outcome for f in g.faults() if f.access == "write"} == {"readonly_mmio"}
@@ -342,7 +345,7 @@ def test_readonly_slot_reads_and_runs_but_writes_exit_as_mmio() -> None:
 
 # --- dirty logging -------------------------------------------------------------------------
 
-WRITES = [1, 3, 7]  # data pages the guest writes, as in real-kvm.md §5
+WRITES = [1, 3, 7]  # data pages the guest writes, as tests/kvm/test_guest.py has a real guest do
 
 
 def _logging_guest() -> tuple[Guest, Vcpu]:

@@ -1,8 +1,8 @@
 """Stateful properties of memslot updates: random ioctl sequences against a VM, and random
 replace() sequences against a single memslot set large enough to split its leaves.
 
-The VM machine carries its own reading of the ioctl (real-kvm.md §1.2's order of checks,
-kvm-memslots.md §2.2's decision table) and checks the model against it call by call: which
+The VM machine carries its own reading of the ioctl (the order of checks and the decision
+between CREATE, DELETE, MOVE and FLAGS_ONLY in virt/kvm/kvm_main.c: __kvm_set_memory_region()) and checks the model against it call by call: which
 calls fail and with what errno, what the slots are afterwards, and how far each address space's
 generation moves.
 """
@@ -40,7 +40,8 @@ IDS = 6
 BAD_IDS = [c.KVM_USER_MEM_SLOTS, c.KVM_MEM_SLOTS_NUM - 1, c.KVM_MEM_SLOTS_NUM, 0xFFFF]
 UADDRS = [0x7F00_0000_0000 + i * 0x10_0000 for i in range(4)]
 
-# Swaps per change: DELETE and MOVE publish an INVALID copy first (kvm-memslots.md §3.5).
+# Swaps per change: DELETE and MOVE publish an INVALID copy first (virt/kvm/kvm_main.c:
+# kvm_invalidate_memslot()).
 SWAPS = {"CREATE": 1, "FLAGS_ONLY": 1, "DELETE": 2, "MOVE": 2, "NONE": 0}
 
 Key = tuple[int, int]  # (as_id, id)
@@ -74,7 +75,7 @@ def expected_outcome(host: Host, slots: dict[Key, MemoryRegion], r: MemoryRegion
         or size != old.memory_size
         or (flags ^ old.flags) & c.KVM_MEM_READONLY
     ):
-        # No resize, no remap, no READONLY toggle (kvm-memslots.md §2.2).
+        # No resize, no remap, no READONLY toggle (__kvm_set_memory_region()).
         return errno.EINVAL
     elif gpa != old.guest_phys_addr:
         kind = "MOVE"
@@ -165,8 +166,8 @@ class VmMemslots(RuleBasedStateMachine):
             failure = err
         if failure is not None:
             assert want == failure.errno, f"{region}: model errno {failure.errno}, expected {want}"
-            # A failed call changes nothing (kvm-memslots.md §2.1: every check runs before
-            # the first swap).
+            # A failed call changes nothing (__kvm_set_memory_region(): every check runs
+            # before the first swap).
             assert self._observable() == before
             exits = [e for e in self.events if isinstance(e, IoctlExit)]
             assert [e.errno for e in exits] == [failure.errno]
@@ -221,7 +222,7 @@ class VmMemslots(RuleBasedStateMachine):
         gpa, uaddr, flags = 0, 0, 0
         if garbage:
             # gpa, uaddr and flags are ignored by a delete, but still sanity-checked
-            # (real-kvm.md §1.2 rows 68-75).
+            # (tests/errno_cases.py rows 68-75).
             gpa = data.draw(addresses)
             uaddr = data.draw(st.sampled_from([0, 0x5000, UADDRS[0] + 1, 0xFFFF_8880_0000_0000]))
             flags = data.draw(flag_values)
@@ -333,8 +334,9 @@ class VmMemslots(RuleBasedStateMachine):
             active, inactive = self.vm.active(a), self.vm.inactive(a)
             active.check_invariants()
             inactive.check_invariants()
-            # Between updates both sets hold the very same slot objects (kvm-memslots.md
-            # §3.2), and nothing published is INVALID.
+            # Between updates both sets hold the very same slot objects (virt/kvm/kvm_main.c:
+            # kvm_swap_active_memslots() then kvm_copy_memslot_set()), and nothing published
+            # is INVALID.
             assert list(active) == list(inactive)
             assert all(x is y for x, y in zip(active, inactive, strict=True))
             assert not any(s.invalid for s in active)

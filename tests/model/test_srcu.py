@@ -1,6 +1,6 @@
 """SRCU: what a grace period waits for, and what happens when a swap skips it.
 
-The guarantee under test is the one synchronize_srcu() documents (kvm-memslots.md §5.2): every
+The guarantee under test is the one synchronize_srcu() documents (kernel/rcu/srcutree.c): every
 read-side section that began before the grace period has ended by the time it completes, and
 nothing that began after the flip can hold it up.
 """

@@ -1,7 +1,7 @@
 """The /dev/kvm ABI the backend needs: ioctl numbers, struct layouts and one ioctl helper.
 
 Numbers are the x86-64 encodings (dir << 30 | size << 16 | 0xAE << 8 | nr), verified on the
-development host (real-kvm.md section 0b).
+development host (include/uapi/linux/kvm.h and include/uapi/asm-generic/ioctl.h: _IOC()).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ SREGS_SIZE: Final = 312
 SEGMENT: Final = struct.Struct("<QIHBBBBBBBBBB")
 SREGS_CR0: Final = 224
 
-# struct kvm_run, the fields the backend reads or writes (real-kvm.md section 0b).
+# struct kvm_run, the fields the backend reads or writes (offsets as in include/uapi/linux/kvm.h).
 RUN_IMMEDIATE_EXIT: Final = 1
 RUN_EXIT_REASON: Final = 8
 RUN_IO: Final = struct.Struct("<BBHIQ")  # at 32: direction, size, port, count, data_offset

@@ -1,7 +1,7 @@
 """A vCPU on the real /dev/kvm: its fd, its kvm_run page, and the kick that gets it out.
 
 KVM_RUN blocks the calling thread for as long as the guest runs without an exit, so every vCPU
-runs in a thread of its own. Getting it out is real-kvm.md section 3's protocol: set
+runs in a thread of its own. Getting it out is QEMU's kick (kvm_cpu_kick()): set
 kvm_run.immediate_exit (read by the kernel on entry, so a thread about to enter comes straight
 back), then pthread_kill(SIGUSR1) the thread if it is inside KVM_RUN (the signal makes a running
 guest exit with EINTR). The signal needs a real handler: with SIG_IGN the kernel discards it,
