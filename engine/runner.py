@@ -10,13 +10,14 @@ import msgspec
 import trio
 
 from engine.checker import Checker, Verdict
-from engine.events import Command, Event, Violation
+from engine.events import Command, Event, Subscriber, Violation
 from engine.faults import parse_fault, parse_fault_file
 from engine.log import Header, LogError, SessionLog, encode_event, read_log, verdict_line
 from engine.scenarios import Scenario, load_scenario, parse_scenario
 from engine.scenarios.loader import builtin_dir
 from engine.session import RunConfig, Session
 from engine.sim.perturb import Perturb
+from engine.sim.runtime import Pacing
 from engine.vmm.strategies import get_strategy
 
 
@@ -110,25 +111,24 @@ def replay_events(log: SessionLog) -> tuple[list[bytes], Session]:
     def record(event: Event) -> None:
         produced.append(encode_event(event))
 
-    session = Session(config_from_log(log), observers=(record,))
-    for ev in log.events:
-        if isinstance(ev, Command):
-            session.seq.schedule(ev.call, (ev.name, dict(ev.args)))
     # Pacing commands replay as events; the replay itself always runs flat out.
-    session.seq.set_command_handler(_flat_out(session))
+    session = replay_session(log, observers=(record,))
     trio.run(session.run)
     return produced, session
 
 
-def _flat_out(session: Session) -> Any:
-    apply = session.backend.apply_command
-
-    def handler(command: Any) -> None:
-        apply(command)
-        pacing = session.seq.pacing
-        pacing.paused, pacing.step_until_seq, pacing.speed = False, -1, float("inf")
-
-    return handler
+def replay_session(
+    log: SessionLog,
+    pacing: Pacing | None = None,
+    observers: tuple[Subscriber, ...] = (),
+    keep_pacing: bool = False,
+) -> Session:
+    """A session that re-executes ``log``: its header's config, its recorded commands
+    scheduled where they were applied (see ModelBackend.replay_commands)."""
+    session = Session(config_from_log(log), pacing=pacing, observers=observers)
+    commands = [ev for ev in log.events if isinstance(ev, Command)]
+    session.backend.replay_commands(commands, keep_pacing)
+    return session
 
 
 @dataclasses.dataclass

@@ -26,9 +26,8 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.theme import ThemeProvider
 
-from engine.compare import compare_matrix
+from engine.api import builtin_names, compare_matrix
 from engine.faults import FAULT_KINDS
-from engine.scenarios import builtin_names
 from engine.vmm.strategies import STRATEGIES
 from tui.bindings import binding_scopes
 from tui.engine_host import EngineHost
@@ -177,10 +176,8 @@ class SlotlabApp(App[int]):
             monitor.session_finished()
 
     def _show_engine_error(self, error: BaseException) -> None:
-        log = None
-        session = self.host.session
-        if session is not None and session.writer is not None:
-            log = str(session.writer.path)
+        live = self.host.live
+        log = live.log_path if live is not None else None
         trace_path = None
         if log is not None:
             trace = Path(log).with_suffix(".traceback.txt")

@@ -20,8 +20,7 @@ from typing import Any
 
 from rich.console import Console
 
-from engine.log import read_log
-from engine.units import format_ns
+from engine.api import format_ns, read_log
 from tui.app import SlotlabApp
 from tui.options import LaunchOptions
 from tui.screens.replay import ReplayScreen

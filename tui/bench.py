@@ -24,9 +24,8 @@ from typing import Any
 import msgspec
 from textual.screen import Screen
 
-from engine.bench import Measure, format_table
+from engine.api import Measure, format_table, make_config, run_session
 from engine.events import Command, Event
-from engine.runner import make_config, run_session
 from tui.options import LaunchOptions
 from tui.scale import write_scale_scenario
 
@@ -113,7 +112,9 @@ async def _throughput_tui(scenario: str, vcpus: int, duration_ns: int) -> tuple[
         start = time.perf_counter()
         await app.host.wait_done()
         wall = time.perf_counter() - start
-        return wall, app.host.model.bus.seq
+        live = app.host.live
+        assert live is not None
+        return wall, live.events
 
 
 def _throughput_headless(scenario: str, vcpus: int, duration_ns: int) -> tuple[float, int]:
@@ -137,14 +138,15 @@ async def _key_latency(scenario: str, speed: float, presses: int) -> list[float]
     latencies: list[float] = []
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        session = app.host.model
+        live = app.host.live
+        assert live is not None
         seen: list[float] = []
 
         def watch(event: Event) -> None:
             if isinstance(event, Command):
                 seen.append(time.perf_counter())
 
-        session.bus.subscribe(watch)
+        live.subscribe(watch)
         for _ in range(presses):
             seen.clear()
             start = time.perf_counter()

@@ -20,11 +20,16 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from engine import cli as engine_cli
+from engine.api import (
+    LogError,
+    ScenarioError,
+    open_replay,
+    parse_duration,
+    register_bench_group,
+    validate,
+)
+from engine.api import headless_cli as engine_cli
 from engine.faults import FaultError
-from engine.log import LogError
-from engine.scenarios import ScenarioError
-from engine.units import parse_duration
 from engine.vmm.strategies import STRATEGIES
 from tui.options import DEFAULT_SCENARIO, DEFAULT_SPEED, LaunchOptions
 
@@ -172,6 +177,7 @@ def _complete_files(parser: argparse.ArgumentParser) -> None:
             for child in action.choices.values():
                 _complete_files(child)
         elif action.dest in ("log", "faults", "output", "out", "summary"):
+            # shtab reads `complete` off argparse's actions, which declare no such attribute.
             action.complete = shtab.FILE  # type: ignore[attr-defined]
 
 
@@ -229,12 +235,7 @@ def check_backend(options: LaunchOptions) -> None:
     saying why not, before the terminal changes mode)."""
     if options.backend != "kvm":
         return
-    from engine.backends.kvm.run import check_kvm_run
-    from engine.backends.kvm.session import check_faults
-
-    config = options.config()
-    check_faults(config)
-    check_kvm_run(config.scenario, config.strategy)
+    validate(options.config(), options.backend)
 
 
 def check_keymap_env() -> None:
@@ -281,9 +282,7 @@ def cmd_serve(argv: Sequence[str]) -> int:
 
 def register_bench() -> None:
     """The TUI's benchmark group joins the engine's suite (the engine cannot import it)."""
-    from engine.bench import suite
-
-    suite.GROUPS.setdefault("tui", ("tui.bench", "run_tui_benchmarks"))
+    register_bench_group("tui", "tui.bench", "run_tui_benchmarks")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -322,13 +321,13 @@ def _dispatch(args: list[str]) -> int:
     if command == "man":
         from argparse_manpage.manpage import Manpage
 
-        from engine import __version__
+        from engine.api import VERSION
 
-        data = {"project_name": "slotlab", "version": __version__}
+        data = {"project_name": "slotlab", "version": VERSION}
         sys.stdout.write(str(Manpage(build_parser(), _data=data)))
         return 0
     if command == "export" and ns.format == "asciicast":
-        from engine.export.cli import write_output
+        from engine.api import write_output
         from tui.asciicast import export_asciicast
 
         cast = export_asciicast(ns.log, ns.size, ns.speed, ns.fps, ns.asciicast_version)
@@ -337,9 +336,7 @@ def _dispatch(args: list[str]) -> int:
     if command == "replay" and not ns.verify:
         if ns.log == "-":
             ns.log = spool_stdin_for_tui()
-        from tui.replay_driver import ReplayDriver
-
-        ReplayDriver(ns.log)  # a bad log is one line and status 2, before the TUI starts
+        open_replay(ns.log)  # a bad log is one line and status 2, before the TUI starts
         options = LaunchOptions(
             replay=ns.log,
             speed=ns.speed,
@@ -356,8 +353,7 @@ def _dispatch(args: list[str]) -> int:
 
 def run_qemu_tui(ns: argparse.Namespace) -> int:
     """`slotlab qemu -- QEMU...` with the live view; QEMU never outlives it."""
-    from engine.importers.live import QemuProcess
-    from engine.importers.watch import output_paths, qemu_command
+    from engine.api import QemuProcess, output_paths, qemu_command
     from tui.qemu_watch import QemuWatchApp
 
     trace, scenario, stderr = output_paths(ns.out)

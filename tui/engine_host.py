@@ -1,9 +1,9 @@
-"""Running a Session in trio guest mode on Textual's asyncio loop.
+"""Running a session (engine.api.LiveSession) in trio guest mode on Textual's asyncio loop.
 
 One guest run per session: starting a session starts a run, stopping one cancels its root
 scope and waits for trio to finish (every actor's finally-blocks run, the log is closed), and
 only then may the next run start, since trio allows one run per thread. Both sides share one
-thread, so the UI may call the engine's synchronous entry points (``Session.send``) directly;
+thread, so the UI may call the engine's synchronous entry points (``LiveSession.send``) directly;
 ``Sequencer.send`` sets a trio Event, and trio's reschedule forces a guest tick, so a sleeping
 engine wakes without any extra poke.
 """
@@ -12,19 +12,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import outcome
 import trio
 import trio.testing
 
-from engine.session import Session
-from engine.snapshot import Snapshot, Tracker
-
-if TYPE_CHECKING:
-    from engine.backends.kvm.session import KvmSession
-
-    AnySession = Session | KvmSession
+from engine.api import LiveSession
+from engine.snapshot import Snapshot
 
 DoneCallback = Callable[["EngineHost", outcome.Outcome[Any]], None]
 
@@ -34,8 +29,7 @@ class EngineHost:
 
     def __init__(self, on_done: DoneCallback) -> None:
         self._on_done = on_done
-        self.session: AnySession | None = None
-        self.tracker: Tracker | None = None
+        self.live: LiveSession | None = None
         self._scope: trio.CancelScope | None = None
         self._done: asyncio.Future[outcome.Outcome[Any]] | None = None
         self._stopping = False
@@ -49,11 +43,11 @@ class EngineHost:
     def running(self) -> bool:
         return self._done is not None and not self._done.done()
 
-    def start(self, session: AnySession, tracker: Tracker) -> None:
+    def start(self, live: LiveSession) -> None:
         if self.running:
             raise RuntimeError("a session is already running; stop it first")
         loop = asyncio.get_running_loop()
-        self.session, self.tracker = session, tracker
+        self.live = live
         self._stopping = False
         # Created here, entered by the run: a stop() before trio's first tick still cancels.
         self._scope = trio.CancelScope()
@@ -68,7 +62,7 @@ class EngineHost:
 
         trio.lowlevel.start_guest_run(
             self._main,
-            session,
+            live,
             self._scope,
             run_sync_soon_threadsafe=loop.call_soon_threadsafe,
             run_sync_soon_not_threadsafe=loop.call_soon,
@@ -78,13 +72,12 @@ class EngineHost:
         )
 
     @staticmethod
-    async def _main(session: AnySession, scope: trio.CancelScope) -> Any:
+    async def _main(live: LiveSession, scope: trio.CancelScope) -> Any:
         with scope:
-            if isinstance(session, Session):
-                # Pacing anchors wall time at 0, trio's clock starts anywhere: anchor it to
-                # now, or a paced run would think it is far behind and run flat out.
-                session.seq.rebase()
-            return await session.run()
+            # Pacing anchors wall time at 0, trio's clock starts anywhere: anchor it to now,
+            # or a paced run would think it is far behind and run flat out.
+            live.rebase()
+            return await live.run()
         return None
 
     async def stop(self) -> None:
@@ -109,18 +102,18 @@ class EngineHost:
         the pacing directly, not through a command: the session is being abandoned and its
         log (cut short, with no verdict) must not gain a pause its user never asked for.
         """
-        session = self.session
-        if not isinstance(session, Session):
-            return  # a real VM's session has no baton: cancelling it is clean
-        pacing = session.seq.pacing
+        live = self.live
+        pacing = live.pacing if live is not None else None
+        if live is None or pacing is None:
+            return  # a wall-clock session has no baton: cancelling it is clean
         for _ in range(3):
             pacing.paused = True
             pacing.step_until_seq = -1
             if self.running:
-                session.seq.rebase()
+                live.rebase()
             await self.settle()
             # A command queued before the pause (resume, step) may have undone it.
-            if pacing.paused and pacing.step_until_seq <= session.bus.seq:
+            if pacing.paused and pacing.step_until_seq <= live.events:
                 return
 
     async def wait_done(self) -> outcome.Outcome[Any] | None:
@@ -129,34 +122,27 @@ class EngineHost:
             return None
         return await asyncio.shield(self._done)
 
-    @property
-    def model(self) -> Session:
-        """The running session, which must be the model's (scripts and tests step it)."""
-        if not isinstance(self.session, Session):
-            raise RuntimeError("no model session is running")
-        return self.session
-
     # --- talking to the engine -----------------------------------------------------------
 
     def send(self, name: str, **args: str) -> bool:
         """A command for the running session (validated first; FaultError on bad input, and
         ValueError for a pacing command a real VM cannot take). False when there is no live
         run to take it."""
-        if self.session is None or not self.running:
+        if self.live is None or not self.running:
             return False
-        self.session.send(name, **args)
+        self.live.send(name, **args)
         return True
 
     def poke(self) -> None:
         """After the UI changed the pacing directly (replay controls): wake a waiting
         sequencer so it re-reads it."""
-        if isinstance(self.session, Session) and self.running:
-            self.session.seq.rebase()
+        if self.live is not None and self.running:
+            self.live.rebase()
 
     def snapshot(self, events: bool = True) -> Snapshot | None:
-        if self.session is None or self.tracker is None:
+        if self.live is None:
             return None
-        return self.tracker.snapshot(self.session, events=events)
+        return self.live.snapshot(events=events)
 
     async def settle(self) -> None:
         """Wait until the engine can make no progress without the UI: paused (and any step

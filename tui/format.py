@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from engine import events as ev
-from engine.units import format_ns
+from engine.api import format_ns
 
 __all__ = ["event_details", "event_summary", "format_ns", "gpa", "speed_text"]
 

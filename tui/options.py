@@ -7,9 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from engine.cli import default_log_path
-from engine.runner import make_config
-from engine.session import RunConfig
+from engine.api import RunConfig, default_log_path, make_config
 
 DEFAULT_SPEED = 1e-5
 """Virtual seconds per wall second: a 20 us race window stays on screen for 2 s."""

@@ -60,6 +60,7 @@ class Palette(CommandPalette):
 
         def guarded() -> None:
             with contextlib.suppress(NoMatches):
+                # Timer's callback type admits coroutine functions; this one is synchronous.
                 show()  # type: ignore[misc]
 
         timer._callback = guarded
@@ -80,6 +81,7 @@ def dismiss_once(screen: Screen[Any], result: Any) -> None:
     otherwise dismiss it twice, and the second pops a screen that is not a dialog."""
     if getattr(screen, "_slotlab_dismissed", False) or screen is not screen.app.screen:
         return
+    # A marker on this screen instance: Screen declares no such attribute.
     screen._slotlab_dismissed = True  # type: ignore[attr-defined]
     screen.dismiss(result)
 

@@ -20,11 +20,18 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, RichLog, Static
 
-from engine.importers.calls import TraceError
-from engine.importers.live import QemuProcess, TraceFollower
-from engine.importers.observe import VcpuThreads, qemu_snapshot
-from engine.importers.watch import WatchResult, closed_transactions, describe, finish
-from engine.units import format_ns
+from engine.api import (
+    QemuProcess,
+    TraceError,
+    TraceFollower,
+    VcpuThreads,
+    WatchResult,
+    closed_transactions,
+    describe,
+    finish,
+    format_ns,
+    qemu_snapshot,
+)
 from tui.signals import ExitSignals
 from tui.widgets.slot_map import SlotMap
 

@@ -19,13 +19,21 @@ from pathlib import Path
 
 from textual.pilot import Pilot
 
+from engine.api import make_config, run_session
 from engine.events import TxnCommit
-from engine.runner import make_config, run_session
+from engine.snapshot import Snapshot
 from tui.app import SlotlabApp
 from tui.options import DEFAULT_SCENARIO, LaunchOptions
 
 SIZE = (120, 36)
 Script = Callable[[SlotlabApp, Pilot[int]], Awaitable[None]]
+
+
+def _snap(app: SlotlabApp, events: bool = False) -> Snapshot:
+    snap = app.host.snapshot(events=events)
+    if snap is None:
+        raise RuntimeError("no session is running")
+    return snap
 
 
 async def _step_until(app: SlotlabApp, done: Callable[[], bool], limit: int = 5000) -> None:
@@ -40,8 +48,7 @@ async def _step_until(app: SlotlabApp, done: Callable[[], bool], limit: int = 50
 
 async def mid_race(app: SlotlabApp, pilot: Pilot[int]) -> None:
     """The legacy split has deleted the slot both vCPUs fetch from; they retry."""
-    vm = app.host.model.vm
-    await _step_until(app, lambda: len(vm.active(0)) == 0)
+    await _step_until(app, lambda: _snap(app).spaces[0].active.slots == ())
 
 
 async def crash(app: SlotlabApp, pilot: Pilot[int]) -> None:
@@ -52,11 +59,10 @@ async def crash(app: SlotlabApp, pilot: Pilot[int]) -> None:
 async def srcu(app: SlotlabApp, pilot: Pilot[int]) -> None:
     """A reader stalled in an exit handler holds up the swap's grace period."""
     app.host.send("inject", fault="reader-stall=vcpu=0,duration=300us")
-    srcu = app.host.model.vm.srcu
 
     def held_up() -> bool:
-        gp = srcu.gp
-        return gp is not None and gp.phase == "scan2" and bool(gp.waiting_on())
+        gp = _snap(app).srcu.current
+        return gp is not None and gp.phase == "scan2" and bool(gp.waiting_on)
 
     await _step_until(app, held_up)
     await pilot.press("4")
@@ -69,7 +75,7 @@ async def replay(app: SlotlabApp, pilot: Pilot[int]) -> None:
 
 
 def _commits(app: SlotlabApp) -> int:
-    return sum(isinstance(e, TxnCommit) for e in app.host.model.recent)
+    return sum(isinstance(e, TxnCommit) for e in _snap(app, events=True).events)
 
 
 async def story_survives(app: SlotlabApp, pilot: Pilot[int]) -> None:
@@ -88,7 +94,7 @@ async def story_inhibit(app: SlotlabApp, pilot: Pilot[int]) -> None:
     """inhibit with the race armed: vCPUs are kicked out of KVM_RUN for the update."""
     await pilot.press("r")
     await app.settle()
-    await _step_until(app, lambda: _commits(app) >= 2 and app.host.model.vmm.inhibited)
+    await _step_until(app, lambda: _commits(app) >= 2 and _snap(app).inhibited)
 
 
 async def compare(app: SlotlabApp, pilot: Pilot[int]) -> None:

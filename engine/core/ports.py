@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from engine.events import EventBus
     from engine.faults import FaultSpec, Injector
     from engine.model.region import MemoryRegion
+    from engine.sim.runtime import Pacing
+    from engine.snapshot.source import SnapshotSource
     from engine.vmm.flatview import FlatRange
     from engine.vmm.strategies import Strategy
     from engine.vmm.vmm import Vmm
@@ -228,3 +230,16 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    @property
+    def pacing(self) -> Pacing | None:
+        """How run time maps to wall time, where the backend's clock is virtual; None on
+        the wall clock (pause, step and speed do not apply)."""
+        ...
+
+    def rebase(self) -> None:
+        """Re-anchor the pacing to now (after it was changed directly, or trio's clock
+        started); nothing on the wall clock."""
+        ...
+
+    def snapshot_source(self) -> SnapshotSource: ...

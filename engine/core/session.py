@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from engine.checker import Checker, Verdict
 
-B = TypeVar("B", bound=Backend)
+B = TypeVar("B", bound=Backend, covariant=True)
 
 
 class SessionCore(Generic[B]):

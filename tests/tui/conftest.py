@@ -4,7 +4,7 @@ the test drives (paused at start, stepped or run flat out; never paced by wall t
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from tui.options import LaunchOptions
 
 
 @pytest.fixture(autouse=True)
-def sessions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def sessions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Logs go to a per-test folder; the working directory is the test's, so relative
     paths on screen are stable; no user keymap leaks in."""
     monkeypatch.chdir(tmp_path)

@@ -25,7 +25,11 @@ async def press(app: SlotlabApp, pilot: Pilot[int], *keys: str) -> None:
 
 
 def session(app: SlotlabApp) -> Session:
-    return app.host.model
+    """The running model session behind the app's LiveSession (tests step its internals)."""
+    live = app.host.live
+    assert live is not None
+    assert isinstance(live.session, Session)
+    return live.session
 
 
 def events(app: SlotlabApp) -> list[Event]:

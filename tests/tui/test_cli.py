@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,24 @@ import pytest
 
 from tui import cli
 from tui.options import DEFAULT_SPEED, SPEEDS, LaunchOptions, faster, slower
+
+
+def _recorder(seen: list[LaunchOptions]) -> Callable[..., int]:
+    """A stand-in for cli.run_app that records the options it was given."""
+
+    def run_app(options: LaunchOptions, mouse: bool = True) -> int:
+        seen.append(options)
+        return 0
+
+    return run_app
+
+
+def _recorder_with_mouse(seen: list[tuple[LaunchOptions, bool]]) -> Callable[..., int]:
+    def run_app(options: LaunchOptions, mouse: bool = True) -> int:
+        seen.append((options, mouse))
+        return 0
+
+    return run_app
 
 
 def test_pyproject_points_the_console_script_at_the_tui_cli() -> None:
@@ -22,7 +41,7 @@ def test_pyproject_points_the_console_script_at_the_tui_cli() -> None:
 
 def test_no_arguments_start_the_demo_with_no_fault_armed(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[LaunchOptions] = []
-    monkeypatch.setattr(cli, "run_app", lambda options, mouse=True: seen.append(options) or 0)
+    monkeypatch.setattr(cli, "run_app", _recorder(seen))
     assert cli.main([]) == 0
     options = seen[0]
     assert (options.scenario, options.strategy) == ("pam-shadow", "legacy")
@@ -33,7 +52,7 @@ def test_no_arguments_start_the_demo_with_no_fault_armed(monkeypatch: pytest.Mon
 
 def test_tui_options(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[LaunchOptions, bool]] = []
-    monkeypatch.setattr(cli, "run_app", lambda o, mouse=True: seen.append((o, mouse)) or 0)
+    monkeypatch.setattr(cli, "run_app", _recorder_with_mouse(seen))
     argv = [
         "tui", "--scenario", "merge", "--strategy", "inhibit", "--seed", "3",
         "--speed", "2e-5", "--paused", "--fault", "gp-delay=delay=5us", "--no-log",
@@ -94,7 +113,7 @@ def test_replay_without_verify_opens_the_tui(
     log = tmp_path / "run.jsonl"
     assert cli.main(["run", "--log", str(log)]) == 3  # crashed
     seen: list[LaunchOptions] = []
-    monkeypatch.setattr(cli, "run_app", lambda options, mouse=True: seen.append(options) or 0)
+    monkeypatch.setattr(cli, "run_app", _recorder(seen))
     assert cli.main(["replay", str(log), "--paused", "--speed", "1e-4"]) == 0
     assert seen[0].replay == str(log)
     assert seen[0].paused

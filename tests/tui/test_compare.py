@@ -129,7 +129,8 @@ def no_resource_tracker() -> None:
     """multiprocessing starts its resource tracker once per process, with sys.stderr's fd
     among the fds the child keeps. Stopped here, so the compare below starts it again under
     Textual's captured stderr (fileno -1), as the first compare of a real session does."""
-    resource_tracker._resource_tracker._stop()
+    # _stop is private and missing from typeshed; no public call stops the tracker.
+    resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
 
 
 @pytest.mark.asyncio
@@ -139,9 +140,18 @@ async def test_compare_with_the_engine_in_two_worker_processes(app_factory: AppF
     must start although Textual has replaced sys.stderr with an object whose fileno is -1."""
     calls: list[int] = []
 
-    def short_compare(*args: Any) -> list[dict[str, Any]]:
-        calls.append(args[3])
-        return compare_matrix(*args, duration_ns=300_000)
+    def short_compare(
+        scenario: str,
+        strategies: list[str],
+        seeds: int,
+        jobs: int,
+        faults: list[str],
+        progress: Any = None,
+    ) -> list[dict[str, Any]]:
+        calls.append(jobs)
+        return compare_matrix(
+            scenario, strategies, seeds, jobs, faults, progress, duration_ns=300_000
+        )
 
     app = app_factory(compare_fn=short_compare)
     app.compare_jobs = 2

@@ -13,7 +13,7 @@ from tui.app import SlotlabApp
 from tui.screens.choose import ChoiceScreen
 from tui.screens.fault_form import FaultForm
 
-from .helpers import commands, events, press, settle
+from .helpers import commands, events, press, session, settle
 
 AppFactory = Callable[..., SlotlabApp]
 KEYS = {"ioctl-gap": "g", "race": "r", "reader-stall": "s", "gp-delay": "d", "weeds": "w"}
@@ -57,7 +57,7 @@ async def test_fault_key_opens_its_form_and_enter_injects(
             # These act on a vCPU at once; the others arm for their next opportunity.
             assert any(isinstance(e, Injected) and e.fault == name for e in events(app))
         else:
-            armed = [s.kind.name for s in app.host.model.injector.armed]
+            armed = [s.kind.name for s in session(app).injector.armed]
             assert name in armed
 
 

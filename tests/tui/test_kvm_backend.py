@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from engine.api import open_replay
 from engine.backends.kvm.ioctl import kvm_usable
 from engine.log import read_log
 from tui import cli
 from tui.app import SlotlabApp
 from tui.options import LaunchOptions
-from tui.replay_driver import ReplayDriver
 
 from .helpers import screen_text
 
@@ -51,12 +51,22 @@ async def test_the_race_on_real_kvm(tmp_path: Path) -> None:
     recorded = read_log(log)
     assert recorded.header.host["backend"] == "kvm"
     with pytest.raises(ValueError, match="cannot be replayed"):
-        ReplayDriver(str(log))
+        open_replay(str(log))
+
+
+def _recorder(seen: list[LaunchOptions]) -> Callable[..., int]:
+    """A stand-in for cli.run_app that records the options it was given."""
+
+    def run_app(options: LaunchOptions, mouse: bool = True) -> int:
+        seen.append(options)
+        return 0
+
+    return run_app
 
 
 def test_cli_accepts_the_kvm_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[LaunchOptions] = []
-    monkeypatch.setattr(cli, "run_app", lambda options, mouse=True: seen.append(options) or 0)
+    monkeypatch.setattr(cli, "run_app", _recorder(seen))
     assert cli.main(["tui", "--backend", "kvm", "--strategy", "inhibit"]) == 0
     assert seen[0].backend == "kvm"
     # What real KVM cannot do is refused up front, in one line.

@@ -111,16 +111,16 @@ async def test_srcu_panel_shows_a_stalled_reader_holding_up_the_grace_period(
             return gp is not None and gp.phase == "scan2" and "vcpu0" in gp.waiting_on()
 
         await step_until(app, pilot, held_up, limit=5000)
-        text = "\n".join(panel_text(panel))
-        assert "[✓SCAN1" in text
-        assert "[✓flip]" in text
-        assert "[▶SCAN2" in text
-        assert "held up by vcpu0 idx 1 40.9us" in text  # since the stall began
-        assert "holding up the grace period" in text
-        assert "so far" in text
+        shown = "\n".join(panel_text(panel))
+        assert "[✓SCAN1" in shown
+        assert "[✓flip]" in shown
+        assert "[▶SCAN2" in shown
+        assert "held up by vcpu0 idx 1 40.9us" in shown  # since the stall began
+        assert "holding up the grace period" in shown
+        assert "so far" in shown
         # The counts: the old index still has a reader in it.
         snap = app.host.snapshot()
         assert snap is not None
         old = 1 - snap.srcu.current_index
         assert snap.srcu.lock_count[old] - snap.srcu.unlock_count[old] >= 1
-        assert "draining" in text
+        assert "draining" in shown

@@ -118,8 +118,8 @@ async def test_resize_storm(app_factory: AppFactory) -> None:
                 await pilot.press("space")
             await pilot._wait_for_screen()
         await pilot.press("space", "2", "3", "4", "5", "1")
-        for size in ((40, 12), (1, 1), (80, 24)):
-            await pilot.resize_terminal(*size)
+        for width, height in ((40, 12), (1, 1), (80, 24)):
+            await pilot.resize_terminal(width, height)
             await pilot.pause()
             screen_text(app)
         assert app.is_running

@@ -16,7 +16,7 @@ from engine.runner import make_config, run_session
 from tui.app import SlotlabApp
 from tui.options import LaunchOptions
 
-from .helpers import step_until
+from .helpers import session, step_until
 from .test_compare import FakeCompare
 
 SnapCompare = Callable[..., bool]
@@ -40,7 +40,7 @@ def _into_the_window(app: SlotlabApp) -> Callable[[Pilot[int]], Any]:
 
     async def run_before(pilot: Pilot[int]) -> None:
         await app.settle()
-        vm = app.host.model.vm
+        vm = session(app).vm
         await step_until(app, pilot, lambda: len(vm.active(0)) == 0)
         await app.settle()
 
@@ -99,8 +99,8 @@ def test_vcpus_view(snap_compare: SnapCompare) -> None:
 
     async def run_before(pilot: Pilot[int]) -> None:
         await app.settle()
-        session = app.host.model
-        await step_until(app, pilot, lambda: session.vmm.inhibited, limit=3000)
+        model = session(app)
+        await step_until(app, pilot, lambda: model.vmm.inhibited, limit=3000)
 
     assert snap_compare(app, press=["3"], terminal_size=SIZE, run_before=run_before)
 
@@ -112,7 +112,7 @@ def test_srcu_view_with_a_stalled_reader(snap_compare: SnapCompare) -> None:
         await app.settle()
         app.host.send("inject", fault="reader-stall=vcpu=0,duration=300us")
         await app.settle()
-        srcu = app.host.model.vm.srcu
+        srcu = session(app).vm.srcu
 
         def held_up() -> bool:
             gp = srcu.gp

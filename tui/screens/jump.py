@@ -9,7 +9,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
-from engine.units import parse_duration
+from engine.api import parse_duration
 from tui.palette import dismiss_once
 
 

@@ -1,6 +1,6 @@
 """The live monitor: a session runs, and every key that changes it is a recorded command.
 
-Pause, step, speed and injections go through ``Session.send`` and land in the log as Command
+Pause, step, speed and injections go through ``LiveSession.send`` and land in the log as Command
 events at the sequencer call they followed, so a live session replays byte for byte. Switching
 strategy or scenario ends this session (its log stays, unfinished) and starts a new one.
 """
@@ -14,12 +14,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Static
 
+from engine.api import Pacing, builtin_names, load_scenario, open_session
 from engine.events import IoctlEnter
 from engine.faults import FAULT_KINDS, FaultError
-from engine.scenarios import builtin_names, load_scenario
-from engine.session import Session
-from engine.sim.runtime import Pacing
-from engine.snapshot import Tracker
 from engine.vmm.strategies import STRATEGIES
 from tui.options import LaunchOptions, faster, slower, speed_arg, unique_log_path
 from tui.palette import may_open
@@ -28,7 +25,6 @@ from tui.screens.fault_form import FaultForm
 from tui.screens.monitor import MonitorScreen
 
 if TYPE_CHECKING:
-    from engine.backends.kvm.session import KvmSession
     from tui.app import SlotlabApp
 
 
@@ -86,11 +82,10 @@ class LiveScreen(MonitorScreen):
         host = self.slotlab.host
         await host.settle()
         for _ in range(limit):
-            session = host.session
-            if session is None or not host.running:
+            live = host.live
+            if live is None or not host.running:
                 return False
-            recent = session.recent
-            last = recent[-1] if recent else None
+            last = live.last_event()
             if (
                 isinstance(last, IoctlEnter)
                 and last.memory_size == 0
@@ -123,22 +118,12 @@ class LiveScreen(MonitorScreen):
         else:
             log = unique_log_path(opts.scenario, opts.strategy)
         self._first = False
-        tracker = Tracker()
-        session: Session | KvmSession
-        if opts.backend == "kvm":
-            from engine.backends.kvm.session import KvmSession
-
-            session = KvmSession(config, log_path=log, observers=(tracker.observe,))
-        else:
-            session = Session(
-                config,
-                log_path=log,
-                pacing=Pacing(speed=self.speed, paused=self.paused),
-                observers=(tracker.observe,),
-            )
+        live = open_session(
+            config, opts.backend, log=log, pacing=Pacing(speed=self.speed, paused=self.paused)
+        )
         self.log_path = log
         self.reset_views()
-        self.slotlab.host.start(session, tracker)
+        self.slotlab.host.start(live)
         self.set_recording_text(f"● REC {log}" if log is not None else "○ not recording (--no-log)")
         self.slotlab.refresh_now()
 

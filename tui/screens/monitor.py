@@ -136,6 +136,7 @@ class MonitorScreen(Screen[None]):
         for log in self.query(EventLog):
             log.ingest(snap.events)
         for widget in self._visible_panels():
+            # Every panel has update_snapshot; _visible_panels() yields them as Widget.
             widget.update_snapshot(snap)  # type: ignore[attr-defined]
 
     def _visible_panels(self) -> list[Widget]:

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, cast
 from textual.app import ComposeResult
 from textual.binding import Binding
 
+from engine.api import open_replay
 from tui.options import faster, slower
 from tui.palette import may_open
-from tui.replay_driver import ReplayDriver
 from tui.screens.jump import JumpForm
 from tui.screens.monitor import MonitorScreen
 from tui.widgets.status import StatusBar
@@ -38,7 +38,7 @@ class ReplayScreen(MonitorScreen):
 
     def __init__(self, path: str, speed: float, paused: bool) -> None:
         super().__init__()
-        self.driver = ReplayDriver(path)
+        self.driver = open_replay(path)
         self.driver.speed = speed
         self.driver.paused = paused
 
@@ -57,9 +57,9 @@ class ReplayScreen(MonitorScreen):
         self._start(None)
 
     def _start(self, until: int | None) -> None:
-        session, tracker = self.driver.build(until)
+        live = self.driver.build(until)
         self.reset_views()
-        self.slotlab.host.start(session, tracker)
+        self.slotlab.host.start(live)
         self.slotlab.refresh_now()
 
     def show(self, snap: Snapshot) -> None:

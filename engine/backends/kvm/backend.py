@@ -32,6 +32,7 @@ from engine.backends.kvm.clock import WallClock, WallClockBus
 from engine.backends.kvm.ioctl import KVM_API_VERSION, device_path, kvm_module
 from engine.backends.kvm.kernel import KvmKernel, KvmRam
 from engine.backends.kvm.memory import ScenarioMemory
+from engine.backends.kvm.snapshot import KvmSnapshotSource
 from engine.backends.kvm.vcpus import KvmVcpuRunner, KvmVcpus
 from engine.backends.kvm.vm import KvmVM
 from engine.backends.kvm.x86 import X86Program
@@ -229,6 +230,16 @@ class KvmBackend:
         """Release the VM (vCPUs, fds, mappings); safe to call twice."""
         if self._vm is not None:
             self._vm.close()
+
+    @property
+    def pacing(self) -> None:
+        return None
+
+    def rebase(self) -> None:
+        """The wall clock needs no anchor."""
+
+    def snapshot_source(self) -> KvmSnapshotSource:
+        return KvmSnapshotSource(self)
 
     def submit(self, name: str, args: dict[str, str]) -> None:
         """Only `inject` means anything to a real VM, and acts at once: pacing commands

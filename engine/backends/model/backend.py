@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import trio
 
 from engine.backends.model.kernel import GracePeriodWorker, ModelKernel, ModelRam
+from engine.backends.model.snapshot import ModelSnapshotSource
 from engine.backends.model.vcpus import ModelVcpus, VcpuRunner
 from engine.checker import Checker
 from engine.core.config import RunConfig
@@ -148,7 +149,37 @@ class ModelBackend:
     def close(self) -> None:
         """Nothing is held outside this process."""
 
+    @property
+    def pacing(self) -> Pacing:
+        return self.seq.pacing
+
+    def rebase(self) -> None:
+        self.seq.rebase()
+
+    def snapshot_source(self) -> ModelSnapshotSource:
+        return ModelSnapshotSource(self)
+
     # --- commands -------------------------------------------------------------------------
+
+    def replay_commands(self, commands: Iterable[Command], keep_pacing: bool) -> None:
+        """Replay: apply each recorded command at the hand-over after the sequencer call it
+        followed. Pacing commands replay as their events; the pacing itself is then put back
+        as it was (``keep_pacing``: a viewer controls it) or set flat out."""
+        seq = self.seq
+        for command in commands:
+            seq.schedule(command.call, (command.name, dict(command.args)))
+        apply, pacing = self.apply_command, seq.pacing
+
+        def keep(command: Any) -> None:
+            saved = (pacing.paused, pacing.speed, pacing.step_until_seq)
+            apply(command)
+            pacing.paused, pacing.speed, pacing.step_until_seq = saved
+
+        def flat_out(command: Any) -> None:
+            apply(command)
+            pacing.paused, pacing.step_until_seq, pacing.speed = False, -1, math.inf
+
+        seq.set_command_handler(keep if keep_pacing else flat_out)
 
     def submit(self, name: str, args: dict[str, str]) -> None:
         self.seq.send((name, args))

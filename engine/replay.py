@@ -1,11 +1,10 @@
-"""Re-executing a session log under the viewer's control.
+"""Replaying a session log under a viewer's control (the TUI's replay screen).
 
 A replay is the recorded run executed again from its header, with the recorded commands
-scheduled at the sequencer calls they followed (as engine.runner.replay_events does), so it
-produces the same events. The viewer's own play, pause, step and speed must not become
-commands (they would change the run), so this driver is the one place where the TUI sets the
-pacing directly. A recorded pause or speed command still replays as its event, but the
-viewer's pacing is put back right after it.
+scheduled at the sequencer calls they followed (engine.runner.replay_session), so it produces
+the same events. The viewer's own play, pause, step and speed must not become commands (they
+would change the run), so the replay sets the pacing directly; a recorded pause or speed
+command still replays as its event, but the viewer's pacing is put back right after it.
 
 Jumping forward runs flat out to the target event; jumping backward rebuilds the session and
 fast-forwards, since a run cannot go back.
@@ -14,14 +13,14 @@ fast-forwards, since a run cannot go back.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import msgspec
 
+from engine.core.config import RunConfig
 from engine.events import Command, Event, Injected
+from engine.live import LiveSession
 from engine.log import SessionLog, read_log
-from engine.runner import config_from_log
-from engine.session import RunConfig, Session
+from engine.runner import config_from_log, replay_session
 from engine.sim.runtime import Pacing
 from engine.snapshot import Tracker
 
@@ -51,7 +50,9 @@ class Matcher:
             self.pacing.step_until_seq = -1
 
 
-class ReplayDriver:
+class Replay:
+    """A log opened for replay; ValueError (or LogError) for one that cannot be."""
+
     def __init__(self, path: str) -> None:
         self.path = path
         self.log: SessionLog = read_log(path)
@@ -74,10 +75,10 @@ class ReplayDriver:
                 self.marks.setdefault(i, "c")
         self.speed = 1e-5
         self.paused = False
-        self.session: Session | None = None
+        self.live: LiveSession | None = None
         self.matcher: Matcher | None = None
 
-    def build(self, until: int | None = None) -> tuple[Session, Tracker]:
+    def build(self, until: int | None = None) -> LiveSession:
         """A fresh replay session; with ``until``, fast-forward to that many events and
         pause there."""
         paused = self.paused or until is not None
@@ -86,35 +87,21 @@ class ReplayDriver:
             pacing.step_until_seq = until
         tracker = Tracker()
         matcher = Matcher(self.log.event_lines, self.log.verdict is not None, pacing)
-        session = Session(self.config, pacing=pacing, observers=(tracker.observe, matcher.observe))
-        for e in self.log.events:
-            if isinstance(e, Command):
-                session.seq.schedule(e.call, (e.name, dict(e.args)))
-        session.seq.set_command_handler(self._keep_pacing(session))
-        self.session, self.matcher = session, matcher
-        return session, tracker
+        session = replay_session(
+            self.log, pacing, observers=(tracker.observe, matcher.observe), keep_pacing=True
+        )
+        self.live, self.matcher = LiveSession(session, tracker), matcher
+        return self.live
 
-    @staticmethod
-    def _keep_pacing(session: Session) -> Any:
-        apply = session.backend.apply_command
-        pacing = session.seq.pacing
-
-        def handler(command: Any) -> None:
-            saved = (pacing.paused, pacing.speed, pacing.step_until_seq)
-            apply(command)
-            pacing.paused, pacing.speed, pacing.step_until_seq = saved
-
-        return handler
-
-    # --- the viewer's controls (applied to the pacing; the host pokes the sequencer) ---------
+    # --- the viewer's controls (applied to the pacing; the host re-anchors it) ---------------
 
     @property
     def pacing(self) -> Pacing | None:
-        return self.session.seq.pacing if self.session is not None else None
+        return self.live.pacing if self.live is not None else None
 
     @property
     def position(self) -> int:
-        return self.session.bus.seq if self.session is not None else 0
+        return self.live.events if self.live is not None else 0
 
     def set_paused(self, paused: bool) -> None:
         self.paused = paused
