@@ -29,7 +29,7 @@ async def test_the_race_key_arms_the_race_at_once(app_factory: AppFactory) -> No
         assert not isinstance(app.screen, FaultForm)
         injects = [c for c in commands(app) if c.name == "inject"]
         assert [c.args["fault"] for c in injects] == ["race"]
-        assert "race" in [s.kind.name for s in app.host.model.injector.armed]
+        assert "race" in [s.kind.name for s in session(app).injector.armed]
 
 
 @pytest.mark.asyncio
