@@ -11,7 +11,7 @@ from tui.app import SlotlabApp
 from tui.cli import build_parser, options_from_args
 from tui.options import DEFAULT_SCENARIO, LaunchOptions
 
-from .helpers import events, live, press, screen_text, settle
+from .helpers import events, live, press, screen_text, session, settle
 
 AppFactory = Callable[..., SlotlabApp]
 
@@ -35,7 +35,7 @@ async def test_demo_pauses_just_before_the_first_delete() -> None:
         assert isinstance(last, IoctlEnter)
         assert last.memory_size == 0  # a DELETE, entered and not yet applied
         assert not any(isinstance(e, MemslotChange) and e.change == "DELETE" for e in events(app))
-        assert app.host.model.seq.pacing.paused
+        assert session(app).seq.pacing.paused
         assert "Paused just before the first DELETE: space steps one event" in screen_text(app)
         # Space: what follows starts with the DELETE's first step, the slot marked INVALID.
         await press(app, pilot, "space")
