@@ -45,7 +45,7 @@ from engine.model import constants as c
 from engine.units import format_ns
 
 LIVELOCK_RETRIES = 64
-NO_SLOT = frozenset({"mmio", "emulation_failure", "mmio_len0", "ud_injected"})
+NO_SLOT = frozenset({"mmio", "emulation_failure", "mmio_len0", "ud_injected", "pabt_injected"})
 
 
 @dataclasses.dataclass
@@ -100,7 +100,13 @@ class Checker:
         elif kind is UdInjected:
             assert isinstance(ev, UdInjected)
             self.ud_injected += 1
-            if not self.crash:
+            if not self.crash and ev.vector == "PABT":
+                self.crash = (
+                    f"vcpu{ev.vcpu} took an instruction abort at PC {ev.rip:#x} on an IPA with no usable "
+                    "memslot: kvm_handle_guest_abort() injected a prefetch abort into the guest, whose "
+                    "kernel dies on it"
+                )
+            elif not self.crash:
                 self.crash = (
                     f"vcpu{ev.vcpu} fetched an instruction at RIP {ev.rip:#x} from a GPA with no memslot at "
                     f"CPL {ev.cpl}{' in L2' if ev.guest_mode else ''}: emulation failed and KVM injected #UD "
@@ -128,9 +134,11 @@ class Checker:
                 self._seen_uaf.add(key)
                 self._violate(
                     "srcu_uaf",
-                    f"{ev.reader} held kvm->srcu while the memslot set it dereferenced (as_id {ev.as_id}, "
-                    f"version {ev.version}) was retired {ev.age} grace periods ago and freed: a "
-                    "use-after-free. The swaps did not wait in synchronize_srcu_expedited()",
+                    f"{ev.reader} held kvm->srcu (index {ev.idx}) and the memslot set it "
+                    f"dereferenced (as_id {ev.as_id}, version {ev.version}) while "
+                    f"{ev.update or 'an update'} edited that set in place, {ev.age} grace "
+                    "period(s) after retiring it: a use-after-free. The swap did not wait in "
+                    "synchronize_srcu_expedited() for the readers of the set it replaced",
                 )
         elif kind is SrcuUnlockMismatch:
             assert isinstance(ev, SrcuUnlockMismatch)

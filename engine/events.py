@@ -140,12 +140,14 @@ class Exit(Event, tag="exit"):
 
 
 class UdInjected(Event, tag="ud_injected"):
-    """Emulation failed at CPL > 0 or in L2: KVM queued #UD and resumed the guest."""
+    """Emulation failed at CPL > 0 or in L2: KVM queued #UD and resumed the guest. On arm64
+    (vector "PABT") an instruction abort outside any memslot injected a prefetch abort."""
 
     vcpu: int
     rip: int
     cpl: int
     guest_mode: bool
+    vector: str = "#UD"
 
 
 class DirtyLog(Event, tag="dirty_log"):
@@ -156,13 +158,16 @@ class DirtyLog(Event, tag="dirty_log"):
 
 
 class ReaderUseAfterFree(Event, tag="srcu_uaf"):
-    """A reader used a memslot set retired that many synchronize calls ago (rcutorture's
-    pipe count); two or more means its memory was already freed."""
+    """An update edited (or reused) a memslot set that an SRCU reader still held: the reader
+    reads memory the writer owns. age: synchronize calls completed since the set was retired;
+    idx: the SRCU index the reader holds; update: the changes that edited the set."""
 
     reader: str
     as_id: int
     version: int
     age: int
+    idx: int = -1
+    update: str = ""
 
 
 # --- the VMM, the runtime and the checker ---------------------------------------------

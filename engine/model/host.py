@@ -1,9 +1,10 @@
 """The host the model pretends to be: which KVM, on which machine.
 
-The defaults mirror the real /dev/kvm of the machines slotlab is developed on (Linux 6.18,
-kvm_pvm, one address space, 52-bit guest physical addresses, 32,764 user slots), so that the
-model and the kernel can be compared call for call. Stock x86 KVM with SMM is one argument away:
-``Host(nr_address_spaces=2)``.
+``profile`` (engine.model.profiles) picks the kernel and hardware whose rules decide outcomes:
+x86-tdp by default (Intel EPT, SMM: two address spaces), x86-pvm for this machine's /dev/kvm,
+arm64. The other fields mirror the real /dev/kvm of the machines slotlab is developed on (Linux
+6.18, 52-bit guest physical addresses, 32,764 user slots), so that the model and the kernel can
+be compared call for call.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 from typing import Any
 
 from engine.model import constants as c
+from engine.model.profiles import DEFAULT_PROFILE, Profile, get_profile
 
 TASK_SIZE_MAX = 0x7FFFFFFFF000  # x86-64, 4-level paging: highest userspace address + 1
 
@@ -20,8 +22,11 @@ TASK_SIZE_MAX = 0x7FFFFFFFF000  # x86-64, 4-level paging: highest userspace addr
 class Host:
     """Configuration of the modelled kernel and machine."""
 
-    nr_address_spaces: int = 1
-    """kvm_arch_nr_memslot_as_ids(): 2 on x86 with SMM, 1 on this PVM host."""
+    profile: str = DEFAULT_PROFILE
+    """Which kernel and hardware: x86-tdp, x86-pvm or arm64 (engine.model.profiles)."""
+    nr_address_spaces: int = 0
+    """kvm_arch_nr_memslot_as_ids(): 2 on x86 with SMM, 1 on this PVM host; 0 takes the
+    profile's."""
     maxphyaddr: int = 52
     """Guest physical address bits; the last gfn of a slot must stay below 2^(maxphyaddr-12)."""
     task_size_max: int = TASK_SIZE_MAX
@@ -43,6 +48,9 @@ class Host:
     len 0 that userspace re-enters)."""
 
     def __post_init__(self) -> None:
+        profile = get_profile(self.profile)
+        if self.nr_address_spaces == 0:
+            object.__setattr__(self, "nr_address_spaces", profile.nr_address_spaces)
         if self.nr_address_spaces not in (1, 2):
             raise ValueError(f"nr_address_spaces must be 1 or 2, not {self.nr_address_spaces}")
         if not 32 <= self.maxphyaddr <= 57:
@@ -59,8 +67,14 @@ class Host:
         """kvm_mmu_max_gfn(): the highest gfn a slot may cover."""
         return (1 << (self.maxphyaddr - c.PAGE_SHIFT)) - 1
 
+    @property
+    def rules(self) -> Profile:
+        return get_profile(self.profile)
+
     def check_extension(self, cap: int) -> int:
-        """KVM_CHECK_EXTENSION as this host's kernel answers it; unknown caps are 0."""
+        """KVM_CHECK_EXTENSION for what the model implements. A capability it does not
+        implement is answered as by a kernel built without it: 0, the `default:` of
+        kvm_vm_ioctl_check_extension() and the arch handlers."""
         answers = {
             c.KVM_CAP_USER_MEMORY: 1,
             c.KVM_CAP_NR_VCPUS: self.nr_cpus,
@@ -75,17 +89,14 @@ class Host:
             c.KVM_CAP_MULTI_ADDRESS_SPACE: self.nr_address_spaces
             if self.nr_address_spaces > 1
             else 0,
-            c.KVM_CAP_IMMEDIATE_EXIT: 1,
-            c.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: 3,
-            c.KVM_CAP_DIRTY_LOG_RING: 1 << 20,
-            # x86 answers 1 unconditionally; the PVM host does too.
-            c.KVM_CAP_EXIT_ON_EMULATION_FAILURE: 1,
-            c.KVM_CAP_USER_MEMORY2: 1,
-            c.KVM_CAP_MEMORY_FAULT_INFO: 1,
-            c.KVM_CAP_MEMORY_ATTRIBUTES: 0,
-            c.KVM_CAP_GUEST_MEMFD: 1,
-            c.KVM_CAP_VM_TYPES: 1,
+            c.KVM_CAP_IMMEDIATE_EXIT: 1,  # Vcpu.immediate_exit
         }
+        if self.profile.startswith("x86"):
+            # arch/x86/kvm/x86.c: the bitmask of VM types; the model is KVM_X86_DEFAULT_VM.
+            answers[c.KVM_CAP_VM_TYPES] = 1
+        # Not modelled, so 0 as on a kernel without them: DIRTY_LOG_RING, GUEST_MEMFD,
+        # USER_MEMORY2 (pre-6.8), EXIT_ON_EMULATION_FAILURE, MANUAL_DIRTY_LOG_PROTECT2,
+        # MEMORY_FAULT_INFO, MEMORY_ATTRIBUTES.
         return answers.get(cap, 0)
 
     def to_dict(self) -> dict[str, Any]:

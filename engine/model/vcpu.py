@@ -26,6 +26,9 @@ from engine.model.memslots import Memslot, MemslotSet
 from engine.model.vm import VM
 
 PAGE_MASK = c.PAGE_SIZE - 1
+# kvm_pvm drops kvm->srcu every 1024 emulated instructions (real-kvm.md §4.3: about 0.67 ms
+# per grace period while a vCPU emulates).
+EMULATED_SRCU_BATCH = 1024
 _DATA_OPS = frozenset({"load", "store", "inc"})
 _JUMPS = frozenset({"jmp", "loop"})
 
@@ -99,6 +102,7 @@ class Vcpu:
         self.instructions = 0
         self.last_data_gpa = -1
         self._pending: _PendingMmio | None = None
+        self._section_idx = -1
 
     # --- KVM_RUN ------------------------------------------------------------------------
 
@@ -124,15 +128,28 @@ class Vcpu:
         pending = 0
         # Guest loops found at backward-jump targets (engine/model/cycles.py).
         walks: Walks = {}
+        # An emulated guest (x86-pvm) runs inside KVM under kvm->srcu, dropping it every
+        # EMULATED_SRCU_BATCH instructions; a hardware-run guest holds none (section < 0).
+        section = 0 if self.vm.host.rules.emulated else -1
         while True:
+            if section == 0:
+                if pending:
+                    yield pending
+                    pending = 0
+                self._emulator_section(False)
+                self._emulator_section(True)
+                section = EMULATED_SRCU_BATCH
             if self.kick_requested:
                 self.kick_requested = False
+                self._emulator_section(False)
                 yield pending + t.vmexit_ns
                 return self._exit(VcpuExit(c.KVM_EXIT_INTR, self.rip))
             if self.stall_ns:
                 if pending:
                     yield pending
                     pending = 0
+                self._emulator_section(False)
+                section = min(section, 0)
                 yield from self._stalled_exit()
                 continue
             rip = self.rip
@@ -141,6 +158,8 @@ class Vcpu:
                 if pending:
                     yield pending
                     pending = 0
+                self._emulator_section(False)
+                section = min(section, 0)
                 result = yield from self._page_fault(rip, "fetch", None)
                 if result is not None:
                     return result
@@ -148,6 +167,7 @@ class Vcpu:
             insn = memory.get(spte + rip)
             if not isinstance(insn, Insn):
                 # Not code: a triple fault in a guest with no IDT.
+                self._emulator_section(False)
                 yield pending + insn_ns
                 return self._exit(VcpuExit(c.KVM_EXIT_SHUTDOWN, rip))
             op = insn.op
@@ -164,6 +184,8 @@ class Vcpu:
                     if pending:
                         yield pending
                         pending = 0
+                    self._emulator_section(False)
+                    section = min(section, 0)
                     access = "write" if op == "store" or dspte is not None else "read"
                     result = yield from self._page_fault(gpa, access, insn)
                     if result is not None:
@@ -185,12 +207,14 @@ class Vcpu:
                 self.rip = rip + INSN_SIZE
             elif op == "halt":
                 self.rip = rip + INSN_SIZE
+                self._emulator_section(False)
                 yield pending + insn_ns
                 return self._exit(VcpuExit(c.KVM_EXIT_HLT, self.rip))
             else:
                 self.rip = rip + INSN_SIZE
             self.instructions += 1
             pending += insn_ns
+            section -= 1
             if pending > self.horizon_ns:
                 yield pending
                 pending = 0
@@ -198,7 +222,24 @@ class Vcpu:
                 # A loop closed: run the whole iterations that fit before the next yield at
                 # once (engine/model/cycles.py); the state is the interpreter's, exactly.
                 budget = (self.horizon_ns - pending) // insn_ns
-                pending += run_cycles(self, stage2, memory, budget, walks) * insn_ns
+                if section >= 0:
+                    # An emulated guest still drops kvm->srcu on schedule.
+                    budget = min(budget, section)
+                done = run_cycles(self, stage2, memory, budget, walks)
+                pending += done * insn_ns
+                if section >= 0:
+                    section -= done
+
+    def _emulator_section(self, enter: bool) -> None:
+        """The emulator loop's read-side section (kvm_vcpu_srcu_read_lock/unlock around the
+        emulation of a batch of instructions); its accesses use the set it dereferenced."""
+        vm = self.vm
+        if enter:
+            self._section_idx = vm.srcu.read_lock(self.name)
+            vm.srcu_dereference(self.name, self.as_id)
+        elif self._section_idx >= 0:
+            vm.srcu_read_unlock(self.name, self._section_idx)
+            self._section_idx = -1
 
     def _stalled_exit(self) -> Generator[int, None, None]:
         """An exit KVM handles in the kernel (say, an external interrupt) during which the
@@ -215,9 +256,11 @@ class Vcpu:
 
     def _page_fault(self, gpa: int, access: str, insn: Insn | None) -> Handler:
         vm, t = self.vm, self.vm.timing
+        # An emulated guest never leaves KVM for this: the emulator looks the gfn up itself.
+        emulated = vm.host.rules.emulated
         self.state = "fault"
         idx = self.srcu_idx = vm.srcu.read_lock(self.name)
-        yield t.vmexit_ns
+        yield 0 if emulated else t.vmexit_ns
         gfn = gpa >> c.PAGE_SHIFT
         stage2 = vm.stage2[self.as_id]
         slots = vm.srcu_dereference(self.name, self.as_id)
@@ -229,10 +272,15 @@ class Vcpu:
         else:
             slot = self._gfn_to_memslot(slots, gfn)
         slot_id = -1 if slot is None else slot.id
+        rules = vm.host.rules
         if slot is not None and slot.invalid:
-            return (yield from self._resume(idx, gpa, access, "retry", slot_id, gen))
+            if rules.invalid_retry:
+                return (yield from self._resume(idx, gpa, access, "retry", slot_id, gen))
+            # No retry (arm64, or an emulated guest): __gfn_to_hva_many() answers
+            # KVM_HVA_ERR_BAD for an INVALID slot exactly as for no slot.
+            return (yield from self._emulate_noslot(idx, gpa, access, insn, gen))
         if slot is None:
-            if vm.host.mmio_caching and not in_progress:
+            if rules.mmio_sptes and vm.host.mmio_caching and not in_progress:
                 stage2.mmio[gfn] = gen
             return (yield from self._emulate_noslot(idx, gpa, access, insn, gen))
         if access == "write" and slot.flags & c.KVM_MEM_READONLY:
@@ -240,7 +288,7 @@ class Vcpu:
             return (
                 yield from self._emulate_mmio(idx, gpa, insn, True, "readonly_mmio", slot_id, gen)
             )
-        yield t.fault_map_ns
+        yield t.insn_ns if emulated else t.fault_map_ns
         if stage2.mmu_invalidate_seq != seq:
             # mmu_invalidate_retry(): a zap ran while we resolved the page.
             return (yield from self._resume(idx, gpa, access, "retry_invalidated", slot_id, gen))
@@ -272,7 +320,8 @@ class Vcpu:
         """Finish handling in the kernel and re-enter the guest."""
         self._fault_event(gpa, access, outcome, slot, gen)
         yield from self._leave_kernel(idx)
-        yield self.vm.timing.vmentry_ns
+        if not self.vm.host.rules.emulated:
+            yield self.vm.timing.vmentry_ns
         self.state = "guest"
         return None
 
@@ -287,13 +336,22 @@ class Vcpu:
     def _emulate_noslot(
         self, idx: int, gpa: int, access: str, insn: Insn | None, gen: int
     ) -> Handler:
-        vm = self.vm
         if access != "fetch":
             assert insn is not None
             return (
                 yield from self._emulate_mmio(idx, gpa, insn, access == "write", "mmio", -1, gen)
             )
-        yield vm.timing.emulate_ns
+        yield self.vm.timing.emulate_ns
+        return (yield from self._fetch_failed(idx, gpa, gen))
+
+    def _fetch_failed(self, idx: int, gpa: int, gen: int) -> Handler:
+        """The instruction at gpa cannot be fetched (no slot, or an INVALID one)."""
+        vm = self.vm
+        access = "fetch"
+        if vm.host.rules.fetch_fault == "pabt_injected":
+            # arm64 kvm_handle_guest_abort(): an instruction abort outside any memslot
+            # injects a prefetch abort (kvm_inject_pabt()) and resumes the guest.
+            return (yield from self._inject(idx, gpa, gen, "pabt_injected", "PABT"))
         if vm.host.fetch_noslot == "mmio_len0":
             # The 2022 proposal: tell userspace about the fetch, let it re-enter.
             self._fault_event(gpa, access, "mmio_len0", -1, gen)
@@ -308,9 +366,19 @@ class Vcpu:
                 )
             )
         # CPL > 0 or L2: #UD is queued and the guest resumes, architecturally wrong but silent.
-        self._fault_event(gpa, access, "ud_injected", -1, gen)
+        return (yield from self._inject(idx, gpa, gen, "ud_injected", "#UD"))
+
+    def _inject(self, idx: int, gpa: int, gen: int, outcome: str, vector: str) -> Handler:
+        vm = self.vm
+        self._fault_event(gpa, "fetch", outcome, -1, gen)
         vm.bus.emit(
-            UdInjected(vcpu=self.index, rip=self.rip, cpl=self.cpl, guest_mode=self.guest_mode)
+            UdInjected(
+                vcpu=self.index,
+                rip=self.rip,
+                cpl=self.cpl,
+                guest_mode=self.guest_mode,
+                vector=vector,
+            )
         )
         self.exits["ud_injected"] += 1
         yield from self._leave_kernel(idx)
@@ -319,13 +387,21 @@ class Vcpu:
             self.rip = self.ud_handler
             self.state = "guest"
             return None
-        # No #UD handler: the guest kernel panics and halts.
+        # No exception handler: the guest kernel panics and halts.
         return self._exit(VcpuExit(c.KVM_EXIT_HLT, self.rip))
 
     def _emulate_mmio(
         self, idx: int, gpa: int, insn: Insn, is_write: bool, outcome: str, slot: int, gen: int
     ) -> Handler:
-        yield self.vm.timing.emulate_ns
+        vm = self.vm
+        yield vm.timing.emulate_ns
+        if vm.host.rules.mmio_fetch:
+            # x86_emulate_instruction() with no instruction bytes from the exit (VMX) fetches
+            # them: kvm_fetch_guest_virt() -> kvm_vcpu_read_guest_page(), whose memslot lookup
+            # dereferences the set again and sees INVALID as no slot.
+            code = vm.srcu_dereference(self.name, self.as_id).lookup(self.rip >> c.PAGE_SHIFT)
+            if code is None or code.invalid:
+                return (yield from self._fetch_failed(idx, self.rip, gen))
         self._fault_event(gpa, "write" if is_write else "read", outcome, slot, gen)
         data = 0
         if is_write:

@@ -23,7 +23,6 @@ from engine.events import (
     IoctlEnter,
     IoctlExit,
     MemslotChange,
-    ReaderUseAfterFree,
     SwapDone,
     SwapPublish,
     Zap,
@@ -33,6 +32,7 @@ from engine.model.host import Host
 from engine.model.memslots import DirtyBitmap, Memslot, MemslotSet
 from engine.model.region import MemoryRegion, check_slot_arg, make_region
 from engine.model.srcu import Srcu, SrcuWouldBlock
+from engine.model.srcu_oracle import ReaderOracle
 from engine.model.stage2 import Stage2
 from engine.model.timing import Timing
 
@@ -86,6 +86,8 @@ class Change:
     id: int
     old: Memslot | None
     new: Memslot | None
+    prepare_error: OSError | None = None
+    """kvm_prepare_memory_region() will fail with this, after a MOVE's invalidation."""
 
 
 class VM:
@@ -110,11 +112,8 @@ class VM:
         self.closed = False
         # Swaps that skip synchronize_srcu (the `busted` strategy); the checker must notice.
         self.busted = False
-        # rcutorture's pipe: synchronize calls completed, and when each set version retired.
-        self.sync_count = 0
-        self._retired: dict[int, int] = {}
+        self.readers = ReaderOracle(self.bus)
         self._next_version = 1
-        self._derefs: dict[str, tuple[int, int]] = {}
         self.update_in_progress = False
         for a in range(nr_as):
             self._sets[a][0].version = self._take_version()
@@ -165,7 +164,11 @@ class VM:
             make_region(slot, flags, guest_phys_addr, memory_size, userspace_addr)
         )
         if change is not None:
-            self.run_now(self.commit(change))
+            try:
+                self.run_now(self.commit(change))
+            except OSError as err:
+                self.ioctl_failed(change, err)
+                raise
         self.ioctl_done(change)
 
     def get_dirty_log(self, slot: int) -> list[int]:
@@ -199,23 +202,14 @@ class VM:
     def srcu_dereference(self, reader: str, as_id: int) -> MemslotSet:
         """srcu_dereference(kvm->memslots[as_id]): remember what the reader now holds."""
         slots = self.active(as_id)
-        self._derefs[reader] = (as_id, slots.version)
+        held = self.srcu.holders.get(reader)
+        self.readers.dereference(reader, as_id, slots, -1 if held is None else held[0])
         return slots
 
     def srcu_read_unlock(self, reader: str, idx: int) -> None:
-        """End a read-side section, checking first that what it held was never freed."""
-        held = self._derefs.pop(reader, None)
-        if held is not None:
-            self._check_age(reader, *held)
+        """End a read-side section: the reader no longer holds any memslot set."""
+        self.readers.release(reader)
         self.srcu.read_unlock(reader, idx)
-
-    def _check_age(self, reader: str, as_id: int, version: int) -> None:
-        retired_at = self._retired.get(version)
-        if retired_at is None:
-            return
-        age = self.sync_count - retired_at
-        if age >= 2:
-            self.bus.emit(ReaderUseAfterFree(reader=reader, as_id=as_id, version=version, age=age))
 
     # --- the ioctl, in two halves -------------------------------------------------------
 
@@ -233,6 +227,11 @@ class VM:
         slot = 0 if change is None else (change.as_id << 16) | change.id
         kind = "NONE" if change is None else change.kind
         self.ioctl_exit("KVM_SET_USER_MEMORY_REGION", actor, slot, 0, kind)
+
+    def ioctl_failed(self, change: Change, err: OSError) -> None:
+        """The ioctl returns an error after its change had started (a MOVE rolled back)."""
+        slot = (change.as_id << 16) | change.id
+        self.ioctl_exit("KVM_SET_USER_MEMORY_REGION", None, slot, err.errno or 0, change.kind)
 
     def ioctl_enter(
         self, ioctl: str, actor: str | None, region: MemoryRegion | None, entries: int = 0
@@ -316,7 +315,12 @@ class VM:
             if other is not None:
                 raise kvm_error(errno.EEXIST, f"slot {id} overlaps slot {other.id}")
             if base_gfn + npages - 1 > host.max_gfn:
-                raise kvm_error(errno.EINVAL, f"gfn {base_gfn + npages - 1:#x} beyond MAXPHYADDR")
+                # kvm_arch_prepare_memory_region(): for a CREATE nothing is swapped yet; a
+                # MOVE has already been invalidated when it fails (kvm_set_memslot()).
+                err = kvm_error(errno.EINVAL, f"gfn {base_gfn + npages - 1:#x} beyond MAXPHYADDR")
+                if kind == CREATE or pending is not None:
+                    raise err
+                return Change(MOVE, as_id, id, old, old, err)
         keep_log = old is not None and old.dirty_bitmap is not None
         bitmap = None
         if flags & c.KVM_MEM_LOG_DIRTY_PAGES:
@@ -368,6 +372,7 @@ class VM:
             self.update_in_progress = False
 
     def _commit_as(self, as_id: int, changes: list[Change]) -> Steps:
+        update = ", ".join(f"{ch.kind} of slot {ch.id}" for ch in changes)
         invalidated: dict[int, Memslot] = {}
         for ch in changes:
             if ch.kind in _INVALIDATING and ch.old is not None:
@@ -377,19 +382,29 @@ class VM:
                 if ch.id in invalidated:
                     self._emit_change(ch, "invalidate", invalidated[ch.id])
             yield from self._install(
-                as_id, [(ch.old, invalidated[ch.id]) for ch in changes if ch.id in invalidated]
+                as_id,
+                [(ch.old, invalidated[ch.id]) for ch in changes if ch.id in invalidated],
+                update,
             )
             self._zap(
                 as_id, [ch.old for ch in changes if ch.id in invalidated and ch.old is not None]
             )
             yield self.timing.zap_ns
+        failed = next((ch for ch in changes if ch.prepare_error is not None), None)
+        if failed is not None:
+            # kvm_set_memslot(): prepare failed, so kvm_activate_memslot(kvm, invalid_slot,
+            # old) swaps the old slot back in place of its INVALID copy.
+            yield from self._install(as_id, [(invalidated[failed.id], failed.old)], update)
+            self._emit_change(failed, "restore", failed.old)
+            assert failed.prepare_error is not None
+            raise failed.prepare_error
         final = [(invalidated.get(ch.id, ch.old), ch.new) for ch in changes]
         converted = [ch.old for ch in changes if ch.kind == CONVERT_OUT and ch.old is not None]
         # A conversion keeps every gfn on the same host page, so it needs no INVALID phase;
         # zapping as the new set is published rebuilds SPTEs (and their read-only bits)
         # against the new slots before any vCPU can use a stale writable one.
         on_publish = (lambda: self._zap(as_id, converted)) if converted else None
-        yield from self._install(as_id, final, on_publish)
+        yield from self._install(as_id, final, update, on_publish)
         for ch in changes:
             self._finish(ch)
             self._emit_change(ch, "commit", ch.new or ch.old)
@@ -398,15 +413,23 @@ class VM:
         self,
         as_id: int,
         replacements: Iterable[tuple[Memslot | None, Memslot | None]],
+        update: str,
         on_publish: Callable[[], None] | None = None,
     ) -> Steps:
         pairs = list(replacements)
-        for old, new in pairs:
-            self.inactive(as_id).replace(old, new)
+        self._edit_inactive(as_id, pairs, update)
         yield from self._swap(as_id, on_publish)
         # The set that was active until the swap catches up once no reader can hold it.
+        self._edit_inactive(as_id, pairs, update)
+
+    def _edit_inactive(
+        self, as_id: int, pairs: list[tuple[Memslot | None, Memslot | None]], update: str
+    ) -> None:
+        """kvm_replace_memslot() on the inactive set, which no reader may still hold."""
+        slots = self.inactive(as_id)
+        self.readers.editing(as_id, slots, update)
         for old, new in pairs:
-            self.inactive(as_id).replace(old, new)
+            slots.replace(old, new)
 
     def _swap(self, as_id: int, on_publish: Callable[[], None] | None = None) -> Steps:
         """kvm_swap_active_memslots()."""
@@ -415,30 +438,25 @@ class VM:
         inactive.generation = gen | c.KVM_MEMSLOT_GEN_UPDATE_IN_PROGRESS
         inactive.version = self._take_version()
         self._active[as_id] ^= 1
-        self._retire(active.version)
+        self.readers.retire(as_id, active.version)
         self.bus.emit(SwapPublish(as_id=as_id, generation=gen, version=inactive.version))
         if on_publish is not None:
             on_publish()
         yield self.timing.swap_ns
         if not self.busted:
             yield SYNCHRONIZE
-        self.sync_count += 1
+        self.readers.sync_count += 1
         inactive.generation = gen + self.host.nr_address_spaces
         self.bus.emit(SwapDone(as_id=as_id, generation=inactive.generation))
-
-    def _retire(self, version: int) -> None:
-        self._retired[version] = self.sync_count
-        held = {v for _, v in self._derefs.values()}
-        for old in [
-            v for v, at in self._retired.items() if self.sync_count - at > 4 and v not in held
-        ]:
-            del self._retired[old]
 
     def _zap(self, as_id: int, slots: list[Memslot]) -> None:
         stage2 = self.stage2[as_id]
         if self.host.slot_zap_all:
-            count = stage2.zap_all()
-            self.bus.emit(Zap(as_id=as_id, start_gfn=0, end_gfn=0, sptes=count, zap_all=True))
+            # kvm_mmu_zap_all_fast() obsoletes every root, SMM roots included: all address
+            # spaces lose their mappings, whichever one the slot lived in.
+            for other, table in enumerate(self.stage2):
+                count = table.zap_all()
+                self.bus.emit(Zap(as_id=other, start_gfn=0, end_gfn=0, sptes=count, zap_all=True))
             return
         for slot in slots:
             count = stage2.zap_range(slot.base_gfn, slot.end_gfn)

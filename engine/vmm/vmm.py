@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from engine.faults import Injector
     from engine.vmm.strategies import Strategy
 
-WINDOW_FAULTS = frozenset({"emulation_failure", "mmio_len0", "ud_injected", "mmio"})
+WINDOW_FAULTS = frozenset(
+    {"emulation_failure", "mmio_len0", "ud_injected", "pabt_injected", "mmio"}
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -117,7 +117,7 @@ async def _run_with(session: Session, controller: Callable[[], Awaitable[None]])
 @pytest.mark.trio
 @pytest.mark.parametrize(
     ("scenario", "strategy"),
-    [("split", "inhibit"), ("hotplug", "legacy"), ("merge", "busted"), ("split", "mmio-len0")],
+    [("split", "inhibit"), ("hotplug", "legacy"), ("dirty-log", "busted"), ("split", "mmio-len0")],
 )
 async def test_live_session_replays_byte_for_byte(
     scenario: str, strategy: str, log_dir: Path, autojump_clock: trio.testing.MockClock

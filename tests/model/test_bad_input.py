@@ -221,5 +221,5 @@ def test_get_dirty_log_rejects_slots_that_do_not_fit(slot: int) -> None:
     ],
 )
 def test_get_dirty_log_errnos(slot: int, code: int) -> None:
-    vm, _ = _vm()
+    vm, _ = _vm(Host(profile="x86-pvm"))
     assert _errno(lambda: vm.get_dirty_log(slot)) == code

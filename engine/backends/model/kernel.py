@@ -82,7 +82,12 @@ class ModelKernel:
         vm = self.vm
         change = vm.ioctl_prepare(region)
         if change is not None:
-            await self.drive(vm.commit(change))
+            try:
+                await self.drive(vm.commit(change))
+            except OSError as err:
+                # A MOVE that failed in prepare, after its invalidation was rolled back.
+                vm.ioctl_failed(change, err)
+                raise
         vm.ioctl_done(change)
 
     def logging(self, slot: int) -> bool:
