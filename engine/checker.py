@@ -164,6 +164,7 @@ class Checker:
             self.atomic
             and txn is not None
             and txn.atomic
+            and txn.as_id == ev.as_id
             and _inside(ev.gpa, txn.dels)
             and _inside(ev.gpa, txn.adds)
         ):

@@ -163,6 +163,11 @@ def test_atomicity_exemptions() -> None:
     # Outside any transaction, there is nothing to be atomic about.
     lone: list[Event] = [Fault(vcpu=0, gpa=0x1000, access="fetch", outcome="emulation_failure")]
     assert feed(Checker(atomic=True), lone).verdict().verdict == "ok"
+    # A transaction of the other address space (SMM's as_id 1) promises nothing for as_id 0.
+    smm = _window("mmio", 0x1000)
+    assert isinstance(smm[0], TxnBegin)
+    smm[0].as_id = 1
+    assert feed(Checker(atomic=True), smm).verdict().verdict == "ok"
 
 
 def test_lost_write_only_when_dropped() -> None:

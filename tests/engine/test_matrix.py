@@ -19,7 +19,11 @@ from engine.session import Session
 from engine.vmm.strategies import STRATEGIES
 
 SEEDS = 12
-SURVIVORS = ("inhibit", "atomic-list", "replace-all", "mmio-len0", "mmio-len0-gpa", "convert")
+# On x86-tdp (the default) with a guest that polls a device: the batches that publish INVALID
+# copies of the code slot are not safe, because MMIO emulation fetches its instruction through
+# __gfn_to_hva_many(), which does not retry on KVM_MEMSLOT_INVALID (Sean's objection, 2022).
+SURVIVORS = ("inhibit", "mmio-len0", "mmio-len0-gpa", "convert")
+INVALIDATING_BATCHES = ("atomic-list", "replace-all")
 ATOMIC = ("atomic-list", "replace-all", "convert")
 
 
@@ -52,10 +56,16 @@ def assert_ok_everywhere(row: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("scenario", ["split", "merge"])
 def test_race_crashes_legacy_and_no_fix(scenario: str) -> None:
-    rows = matrix(scenario, ("legacy", *SURVIVORS), ["race"])
+    rows = matrix(scenario, ("legacy", *SURVIVORS, *INVALIDATING_BATCHES), ["race"])
     assert_crashed_everywhere(rows["legacy"], scenario, ["race"])
     for name in SURVIVORS:
         assert_ok_everywhere(rows[name])
+    for name in INVALIDATING_BATCHES:
+        # Broken promises, never a silent crash: every failure is the emulator's fetch
+        # through the INVALID code slot, reported as atomicity.
+        assert set(rows[name]["verdicts"]) <= {"ok", "violation"}, name
+        assert rows[name]["violations"].get("atomicity", 0) >= 1, name
+        assert set(rows[name]["violations"]) == {"atomicity"}, name
     # The accel blocker pays for safety by keeping vCPUs out of KVM_RUN; the atomic ioctls
     # do not stall anybody.
     assert rows["inhibit"]["stall_ns"] > 0
@@ -63,7 +73,7 @@ def test_race_crashes_legacy_and_no_fix(scenario: str) -> None:
         assert rows[name]["stall_ns"] == 0, name
     # Legacy dies in its first update, so it never commits one; the others do.
     assert rows["legacy"]["latency_p50_ns"] == 0
-    for name in SURVIVORS:
+    for name in (*SURVIVORS, *INVALIDATING_BATCHES):
         assert rows[name]["latency_p50_ns"] > 0, name
 
 
@@ -90,7 +100,7 @@ def test_weeds_livelocks_mmio_len0_and_crashes_the_rest() -> None:
     assert rows["legacy"]["internal_errors"] >= SEEDS
 
 
-@pytest.mark.parametrize("scenario", ["split", "merge"])
+@pytest.mark.parametrize("scenario", ["hotplug", "smram-toggle"])
 def test_busted_is_caught_by_the_checker(scenario: str) -> None:
     rows = matrix(scenario, ["busted", "atomic-list"], ["reader-stall"])
     assert rows["busted"]["verdicts"] == {"violation": SEEDS}
@@ -102,6 +112,11 @@ def test_busted_is_caught_by_the_checker(scenario: str) -> None:
 def test_hotplug_never_crashes() -> None:
     rows = matrix("hotplug", list(STRATEGIES), ["race"])
     for name in STRATEGIES:
+        if name == "busted":
+            # Its vCPUs read kvm->srcu in every doorbell exit: the missing grace periods show.
+            assert rows[name]["verdicts"] == {"violation": SEEDS}
+            assert set(rows[name]["violations"]) == {"srcu_uaf"}
+            continue
         assert_ok_everywhere(rows[name])
 
 
@@ -187,7 +202,7 @@ def test_naive_vmm_loses_writes_taken_in_the_window(seed: int) -> None:
 def test_update_latency_counts_updates_only() -> None:
     """The boot layout is installed before any vCPU runs; it is not an update and must not
     drag the latency percentiles towards zero."""
-    session = Session(make_config("split", "atomic-list", seed=1, duration_ns=400_000))
+    session = Session(make_config("split", "inhibit", seed=1, duration_ns=400_000))
     trio.run(session.run)
     assert session.vmm.latencies
     assert min(session.vmm.latencies) > 0
