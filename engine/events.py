@@ -150,6 +150,16 @@ class UdInjected(Event, tag="ud_injected"):
     vector: str = "#UD"
 
 
+class SmmTransition(Event, tag="smm"):
+    """A vCPU entered SMM (enter_smm(), on an SMI) or left it (RSM): kvm_smm_changed() flips
+    HF_SMM_MASK, so its faults and memslot lookups now use as_id 1 (or 0 again)."""
+
+    vcpu: int
+    entered: bool
+    rip: int
+    as_id: int
+
+
 class DirtyLog(Event, tag="dirty_log"):
     """KVM_GET_DIRTY_LOG harvested these page offsets of the slot."""
 

@@ -58,6 +58,13 @@ FAULT_KINDS: dict[str, FaultKind] = {
         ),
         FaultKind("gp-delay", "a slow SRCU grace period", {"delay": "200us"}, "each grace period"),
         FaultKind(
+            "smi",
+            "a System Management Interrupt: the vCPU enters SMM (as_id 1) until its handler executes rsm",
+            {"vcpu": "0"},
+            "each transaction",
+            1,
+        ),
+        FaultKind(
             "weeds",
             "a vCPU jumps to a GPA no layout maps",
             {"vcpu": "0", "gpa": "0xdead0000"},
@@ -161,6 +168,7 @@ class Injector:
         # Set by the session: how to act on a vCPU (stall its SRCU reader, send it away).
         self.stall_vcpu: Callable[[int, int], bool] = lambda vcpu, ns: False
         self.jump_vcpu: Callable[[int, int], bool] = lambda vcpu, gpa: False
+        self.smi_vcpu: Callable[[int], bool] = lambda vcpu: False
 
     def arm(self, spec: FaultSpec) -> None:
         self.armed.append(spec)
@@ -210,7 +218,7 @@ class Injector:
         return spec.duration("delay")
 
     def on_transaction(self) -> None:
-        for name in ("reader-stall", "weeds"):
+        for name in ("reader-stall", "weeds", "smi"):
             spec = self._fire(name)
             if spec is not None:
                 self.apply_now(spec)
@@ -226,6 +234,10 @@ class Injector:
         elif name == "weeds":
             vcpu = spec.integer("vcpu")
             if self.jump_vcpu(vcpu, spec.integer("gpa")):
+                self._log(spec, f"vcpu{vcpu}")
+        elif name == "smi":
+            vcpu = spec.integer("vcpu")
+            if self.smi_vcpu(vcpu):
                 self._log(spec, f"vcpu{vcpu}")
         else:
             one_shot = dataclasses.replace(spec, times=1, interval=1, probability=100.0, seen=0)

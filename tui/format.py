@@ -93,11 +93,16 @@ def event_summary(event: ev.Event) -> str:
                 )
             return f"vcpu{event.vcpu} {event.reason} at RIP {event.rip:#x}{extra}"
         case ev.UdInjected():
-            return f"vcpu{event.vcpu} #UD injected at RIP {event.rip:#x} (CPL {event.cpl})"
+            return (
+                f"vcpu{event.vcpu} {event.vector} injected at RIP {event.rip:#x} (CPL {event.cpl})"
+            )
+        case ev.SmmTransition():
+            where = "entered SMM" if event.entered else "RSM"
+            return f"vcpu{event.vcpu} {where}: as_id {event.as_id} at RIP {event.rip:#x}"
         case ev.DirtyLog():
             return f"KVM_GET_DIRTY_LOG {_slot(event.slot)}: {len(event.pages)} page(s)"
         case ev.ReaderUseAfterFree():
-            return f"{event.reader} used set v{event.version} {event.age} GPs after retirement"
+            return f"{event.reader} held set v{event.version} while {event.update or 'an update'} edited it"
         case ev.TxnBegin():
             return (
                 f"txn {event.txn} -> {event.layout}: {len(event.dels)} del, {len(event.adds)} add"

@@ -12,6 +12,7 @@ fetching it goes through the memslots exactly like a data access does. Data is 8
     jmp TARGET     jump to TARGET
     nop
     halt           KVM_EXIT_HLT (no in-kernel irqchip)
+    rsm            leave SMM: back to address space 0 at the RIP the SMI interrupted
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ INSN_SIZE = 4
 OPS_WITH_ADDR = frozenset({"load", "store", "inc"})
 OPS_WITH_TARGET = frozenset({"jmp", "loop"})
 OPS_WITH_IMM = frozenset({"mov", "setc"})
-OPS_BARE = frozenset({"nop", "halt"})
+OPS_BARE = frozenset({"nop", "halt", "rsm"})
 OPS = OPS_WITH_ADDR | OPS_WITH_TARGET | OPS_WITH_IMM | OPS_BARE
 
 

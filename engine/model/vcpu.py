@@ -18,7 +18,7 @@ import dataclasses
 from collections import Counter
 from collections.abc import Generator
 
-from engine.events import Exit, Fault, UdInjected
+from engine.events import Exit, Fault, SmmTransition, UdInjected
 from engine.model import constants as c
 from engine.model.cycles import Walks, run_cycles
 from engine.model.guest import INSN_SIZE, Insn
@@ -74,6 +74,7 @@ class Vcpu:
         guest_mode: bool = False,
         as_id: int = 0,
         ud_handler: int | None = None,
+        smm_entry: int | None = None,
     ) -> None:
         self.vm = vm
         self.index = index
@@ -103,6 +104,11 @@ class Vcpu:
         self.last_data_gpa = -1
         self._pending: _PendingMmio | None = None
         self._section_idx = -1
+        # SMM: an SMI waiting for the next instruction boundary, where the handler starts,
+        # and the RIP RSM returns to.
+        self.smi_pending = False
+        self.smm_entry = smm_entry
+        self.smm_saved_rip = 0
 
     # --- KVM_RUN ------------------------------------------------------------------------
 
@@ -139,6 +145,17 @@ class Vcpu:
                 self._emulator_section(False)
                 self._emulator_section(True)
                 section = EMULATED_SRCU_BATCH
+            if self.smi_pending:
+                self.smi_pending = False
+                if self.as_id == 0 and self.vm.host.nr_address_spaces > 1:
+                    if pending:
+                        yield pending
+                        pending = 0
+                    self._emulator_section(False)
+                    section = min(section, 0)
+                    self._smm_changed(True)
+                    stage2 = self.vm.stage2[self.as_id]
+                    pages, writable = stage2.pages, stage2.writable
             if self.kick_requested:
                 self.kick_requested = False
                 self._emulator_section(False)
@@ -205,6 +222,19 @@ class Vcpu:
             elif op == "setc":
                 self.rcx = insn.arg
                 self.rip = rip + INSN_SIZE
+            elif op == "rsm":
+                if self.as_id == 0:
+                    # RSM outside SMM raises #UD on hardware; the model treats it as a nop.
+                    self.rip = rip + INSN_SIZE
+                else:
+                    if pending:
+                        yield pending
+                        pending = 0
+                    self._emulator_section(False)
+                    section = min(section, 0)
+                    self._smm_changed(False)
+                    stage2 = self.vm.stage2[self.as_id]
+                    pages, writable = stage2.pages, stage2.writable
             elif op == "halt":
                 self.rip = rip + INSN_SIZE
                 self._emulator_section(False)
@@ -229,6 +259,23 @@ class Vcpu:
                 pending += done * insn_ns
                 if section >= 0:
                     section -= done
+
+    def _smm_changed(self, entered: bool) -> None:
+        """enter_smm() on an SMI, emulator_leave_smm() on RSM (arch/x86/kvm/smm.c): both end
+        in kvm_smm_changed(), after which kvm_arch_vcpu_memslots_id() is 1 in SMM."""
+        if entered:
+            self.smm_saved_rip = self.rip
+            if self.smm_entry is not None:
+                self.rip = self.smm_entry
+            self.as_id = 1
+        else:
+            self.rip = self.smm_saved_rip
+            self.as_id = 0
+        self.last_used_slot = None
+        self.last_used_slot_gen = -1
+        self.vm.bus.emit(
+            SmmTransition(vcpu=self.index, entered=entered, rip=self.rip, as_id=self.as_id)
+        )
 
     def _emulator_section(self, enter: bool) -> None:
         """The emulator loop's read-side section (kvm_vcpu_srcu_read_lock/unlock around the

@@ -10,6 +10,8 @@ guest program the vCPUs run. A malformed file is rejected with its path, the lin
     cpl = 0                   # guest privilege level (3: a user task; L2 via guest_mode = true)
     moves = false             # issue KVM_MR_MOVE when a range only changes GPA (the selftests do)
     sync = "20us"             # harvest dirty logs this often while any slot logs
+    smi = "100us"             # a periodic SMI to each vCPU in turn (2-address-space hosts)
+    smm_entry = 0x2000        # where the SMI handler starts (it ends with rsm)
     sequence = ["merged", "split"]   # first is the boot layout; then cycled
     program = '''
     top:
@@ -48,7 +50,7 @@ KINDS = ("ram", "rom", "mmio")
 TOP_KEYS = {
     "name", "summary", "vcpus", "period", "duration", "entry", "cpl", "guest_mode", "moves",
     "sync", "sequence", "program", "layouts", "ud_handler", "gaps_ns", "recorded_us",
-    "workload", "provenance",
+    "workload", "provenance", "smm_entry", "smi",
 }  # fmt: skip
 REGION_KEYS = {"name", "kind", "gpa", "size", "hva", "priority", "log_dirty", "as_id", "slot"}
 PROVENANCE_KEYS = {"source", "trace", "command", "vmm", "captured"}
@@ -88,6 +90,10 @@ class Scenario:
     program: dict[int, Insn]
     ud_handler: int | None
     source: str
+    smm_entry: int | None = None
+    """Where a vCPU starts in SMM (its SMBASE handler); None: where the SMI found it."""
+    smi_ns: int = 0
+    """A periodic SMI to each vCPU in turn this often (0: none), on 2-address-space hosts."""
     gaps_ns: tuple[int, ...] | None = None
     recorded_us: tuple[int, ...] = ()
     workload: str = ""
@@ -197,6 +203,9 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
     ud = data.get("ud_handler")
     if ud is not None and (not isinstance(ud, int) or ud not in program):
         raise r.fail("ud_handler", "'ud_handler' must be the address of an instruction")
+    smm = data.get("smm_entry")
+    if smm is not None and (not isinstance(smm, int) or smm not in program):
+        raise r.fail("smm_entry", "'smm_entry' must be the address of an instruction")
     vcpus = r.int_(data, "vcpus", 1, lo=1)
     cpl = r.int_(data, "cpl", 0)
     if cpl > 3:
@@ -236,6 +245,8 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         recorded_us=tuple(recorded or ()),
         workload=str(data.get("workload", "")),
         provenance=dict(provenance),
+        smm_entry=smm,
+        smi_ns=r.duration(data, "smi", "1ns") if "smi" in data else 0,
     )
 
 

@@ -49,6 +49,7 @@ def _size(insn: Insn) -> int:
         "jmp": 6,
         "nop": 1,
         "halt": 1,
+        "rsm": 2,
     }[insn.op]
 
 
@@ -142,6 +143,8 @@ def translate(program: dict[int, Insn], entry: int) -> X86Program:
             out += b"\x90"
         elif op == "halt":
             out += b"\xf4"
+        elif op == "rsm":
+            out += b"\x0f\xaa"
         else:  # pragma: no cover - assemble() only produces the ops above
             raise TranslateError(f"unknown instruction {op!r}")
         assert len(out) == nxt - entry

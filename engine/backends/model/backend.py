@@ -112,6 +112,7 @@ class ModelBackend:
         self._vcpus = vcpus = ModelVcpus(seq, self.actor("vmm"))
         ctx.injector.stall_vcpu = vcpus.stall
         ctx.injector.jump_vcpu = vcpus.jump
+        ctx.injector.smi_vcpu = vcpus.smi
         kernel = ModelKernel(vm, seq, self.actor("vmm"), gp)
         return Machine(kernel=kernel, vcpus=vcpus, ram=ModelRam(vm.memory), host=host.to_dict())
 
@@ -121,7 +122,13 @@ class ModelBackend:
             self.vm.memory[vmm.hva_of(gpa, 1)] = insn
         for i in range(self.ctx.config.nr_vcpus):
             vcpu = Vcpu(
-                self.vm, i, sc.entry, cpl=sc.cpl, guest_mode=sc.guest_mode, ud_handler=sc.ud_handler
+                self.vm,
+                i,
+                sc.entry,
+                cpl=sc.cpl,
+                guest_mode=sc.guest_mode,
+                ud_handler=sc.ud_handler,
+                smm_entry=sc.smm_entry,
             )
             self.vcpus.add(VcpuRunner(self.vcpus, vmm, vcpu, self.ctx.config.seed))
 
@@ -137,7 +144,17 @@ class ModelBackend:
                 seq.start(nursery, runner.actor, runner.body)
             for name, body in others:
                 seq.start(nursery, self.actor(name), body)
+            if self.ctx.config.scenario.smi_ns and self.vm.host.nr_address_spaces > 1:
+                seq.start(nursery, self.actor("smi"), self._smi_body)
             await seq.run(nursery)
+
+    async def _smi_body(self) -> None:
+        """The scenario's periodic SMI source, each vCPU in turn (a chipset SMI timer)."""
+        me, period, turn = self.actor("smi"), self.ctx.config.scenario.smi_ns, 0
+        while True:
+            await self.seq.sleep(me, period)
+            self.vcpus.smi(turn % len(self.vcpus.vcpus))
+            turn += 1
 
     def stop(self, reason: str) -> None:
         self.seq.finish(reason)

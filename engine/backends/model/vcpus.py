@@ -157,3 +157,14 @@ class ModelVcpus:
             return False
         self.vcpus[index].rip = gpa
         return True
+
+    def smi(self, index: int) -> bool:
+        """KVM_SMI (kvm_inject_smi()): taken at the vCPU's next instruction boundary. A host
+        with one address space has no SMM (KVM_SMI is -EINVAL without CONFIG_KVM_SMM)."""
+        if not 0 <= index < len(self.vcpus):
+            return False
+        vcpu = self.vcpus[index]
+        if vcpu.vm.host.nr_address_spaces < 2:
+            return False
+        vcpu.smi_pending = True
+        return True
