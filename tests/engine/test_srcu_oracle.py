@@ -11,7 +11,13 @@ import pytest
 from engine.runner import make_config, run_session
 from engine.scenarios import builtin_names, load_scenario
 
-MULTI = [n for n in builtin_names() if load_scenario(n).vcpus >= 2]
+# Scenarios imported from QEMU traces replay the VMM's calls under a plain store loop: their
+# guests never exit, so nothing reads kvm->srcu across an update (busted needs reader-stall).
+MULTI = [
+    n
+    for n in builtin_names()
+    if load_scenario(n).vcpus >= 2 and load_scenario(n).provenance.get("source") != "qemu-trace"
+]
 
 
 def test_the_multi_vcpu_scenarios_are_the_ones_expected() -> None:
