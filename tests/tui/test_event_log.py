@@ -45,11 +45,11 @@ async def test_slash_filters_both_logs(app_factory: AppFactory) -> None:
         screen = live(app)
         assert screen.view == "events"
         assert isinstance(screen.focused, Input)
-        await pilot.press(*"fault retry")
+        await pilot.press(*"fault mmio")
         await pilot.pause()
         for log in screen.query(EventLog):
             assert log.visible_events
-            assert all(isinstance(e, Fault) and e.outcome == "retry" for e in log.visible_events)
+            assert all(isinstance(e, Fault) and e.outcome == "mmio" for e in log.visible_events)
         # Typing in the filter is not a command: `p` and space went into the text.
         assert session(app).seq.pacing.paused
         await pilot.press("enter")
