@@ -70,6 +70,8 @@ class Checker:
         self.dirty = DirtyTracker()
         self._seen_uaf: set[tuple[str, int]] = set()
         self.ud_injected = 0
+        # KVM_EXIT_MMIO taken while a memory transaction was in flight.
+        self.window_mmio_exits = 0
 
     # Online use: subscribe(checker.observe). Violations found are emitted back to the bus so
     # they land in the log next to what caused them.
@@ -96,6 +98,8 @@ class Checker:
         elif kind is DirtyLog:
             self.dirty.harvest(ev)  # type: ignore[arg-type]
         elif kind is Exit:
+            if self._txn is not None and ev.reason == "KVM_EXIT_MMIO":  # type: ignore[attr-defined]
+                self.window_mmio_exits += 1
             self._exit(ev)  # type: ignore[arg-type]
         elif kind is UdInjected:
             assert isinstance(ev, UdInjected)

@@ -78,6 +78,8 @@ def row_from_summary(seed: int, s: dict[str, Any]) -> dict[str, Any]:
         "p50": lat["p50"],
         "p99": lat["p99"],
         "violations": [v["kind"] for v in s["violations"]],
+        "exits": dict(s.get("exits", {})),
+        "window_mmio_exits": s.get("window_mmio_exits", 0),
     }
 
 
@@ -117,7 +119,17 @@ def aggregate(strategy: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "verdicts": verdicts,
         "internal_errors": sum(r["internal_errors"] for r in runs),
         "violations": dict(sorted(violations.items())),
+        "exits": _sum_exits(runs),
+        "window_mmio_exits": sum(r.get("window_mmio_exits", 0) for r in runs),
     }
+
+
+def _sum_exits(runs: list[dict[str, Any]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for r in runs:
+        for kind, n in r.get("exits", {}).items():
+            total[kind] = total.get(kind, 0) + n
+    return dict(sorted(total.items()))
 
 
 class CompareRunError(RuntimeError):

@@ -43,6 +43,8 @@ def build_summary(
         "explanation": verdict.explanation,
         "internal_errors": exit_total["KVM_EXIT_INTERNAL_ERROR"],
         "mmio_exits": exit_total["KVM_EXIT_MMIO"],
+        "window_mmio_exits": checker.window_mmio_exits,
+        "exits": dict(sorted((k, n) for k, n in exit_total.items() if n)),
         # Every way a vCPU went back into the guest to try the same access again.
         "retries": fault_total["retry"]
         + fault_total["retry_invalidated"]

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from engine.backends.kvm import kvm_usable
+from engine.backends.kvm.ioctl import kvm_module
+from engine.backends.kvm.probe import matching_profile
 from engine.log import read_log
 from tests.engine.helpers import one_line, run_cli
 
@@ -113,6 +115,12 @@ def test_compare_both_puts_model_and_kernel_side_by_side() -> None:
     assert rows["legacy"]["kvm"]["verdicts"] == {"crashed": 2}
     assert rows["inhibit"]["kvm"]["verdicts"] == {"ok": 2}
     assert out["disagreements"] == 0
+    assert out["unexplained"] == 0
+    assert all(row["agree"] and row["differences"] == [] for row in rows.values())
+    assert out["model_profile"] == matching_profile(kvm_module())
+    legacy = rows["legacy"]["facts"]
+    assert legacy["kvm"]["internal_errors"] > 0
+    assert legacy["model"]["internal_errors"] > 0
     assert any(line.startswith("strategy atomic-list: needs") for line in out["refused"])
 
     r = run_cli("compare", "--backend", "kvm", "--scenario", "hotplug", "--seeds", "1",

@@ -6,9 +6,10 @@ change it would need. Real runs are wall-clock: each lasts --duration (default 3
 they run one after another, since concurrent runs would share two cores and skew each other.
 The model runs as `slotlab compare` runs it (deterministic, one per seed).
 
-Two backends agree on a (scenario, strategy) when their majority verdicts are the same and
-they agree on whether the guest ever died. Anything else is a disagreement: it is printed
-under the table with both sides' explanations, and counted in the JSON, never dropped.
+With `both` the model runs under the host profile `slotlab kvm probe` says this kernel matches.
+Two backends agree on a (scenario, strategy) when their majority verdicts and the exit kinds
+they met are the same (engine.backends.kvm.differ). Every difference is printed under the table
+with its likely cause in kernel terms or "unexplained", and all of it is in --json.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from typing import Any
 
 import msgspec
 
-from engine.backends.kvm.ioctl import kvm_usable
+from engine.backends.kvm.differ import differences, facts, run_model_one
+from engine.backends.kvm.ioctl import kvm_module, kvm_usable
+from engine.backends.kvm.probe import matching_profile
 from engine.backends.kvm.session import STRATEGIES, check_faults, check_scenario
-from engine.compare import VERDICT_COLOUR, aggregate, row_from_summary, run_one
+from engine.compare import VERDICT_COLOUR, aggregate, row_from_summary
 from engine.runner import make_config
 from engine.scenarios import builtin_names, load_scenario
 from engine.units import format_ns
@@ -45,23 +48,6 @@ def run_kvm_one(
     )
     s = run_on_kvm(config, None)
     return {**row_from_summary(seed, s), "explanation": s["explanation"]}
-
-
-def _majority(row: dict[str, Any]) -> str:
-    verdicts: dict[str, int] = row["verdicts"]
-    return max(verdicts, key=lambda v: verdicts[v]) if verdicts else "-"
-
-
-def _disagreement(model: dict[str, Any], kvm: dict[str, Any]) -> str:
-    """Empty when the backends agree; otherwise what differs, in one line."""
-    parts = []
-    if _majority(model) != _majority(kvm):
-        parts.append(f"verdict: model {_majority(model)}, kvm {_majority(kvm)}")
-    if (model["crash_rate"] > 0) != (kvm["crash_rate"] > 0):
-        parts.append(
-            f"guest deaths: model {model['crash_rate']:.0%} of runs, kvm {kvm['crash_rate']:.0%}"
-        )
-    return "; ".join(parts)
 
 
 def _scenarios(name: str) -> tuple[list[str], list[str]]:
@@ -113,7 +99,14 @@ def compare_kvm(
         for name, cls in ALL_STRATEGIES.items()
         if name not in STRATEGIES
     ]
-    out: dict[str, Any] = {"scenarios": {}, "refused": refused, "disagreements": 0}
+    profile = matching_profile(kvm_module())
+    out: dict[str, Any] = {
+        "scenarios": {},
+        "refused": refused,
+        "disagreements": 0,
+        "unexplained": 0,
+        "model_profile": profile,
+    }
     for n in names:
         rows = []
         for strategy in STRATEGIES:
@@ -130,14 +123,20 @@ def compare_kvm(
             }
             if both:
                 if progress is not None:
-                    progress(f"{n}/{strategy} on the model")
+                    progress(f"{n}/{strategy} on the model ({profile})")
                 modelled = [
-                    run_one(n, strategy, seed, tuple(faults), None) for seed in range(1, seeds + 1)
+                    run_model_one(n, strategy, seed, tuple(faults), profile)
+                    for seed in range(1, seeds + 1)
                 ]
                 row["model"] = aggregate(strategy, modelled)
-                row["disagreement"] = _disagreement(row["model"], row["kvm"])
-                if row["disagreement"]:
+                diffs = differences(row["model"], row["kvm"])
+                row["differences"] = diffs
+                row["agree"] = not diffs
+                row["facts"] = {"model": facts(row["model"]), "kvm": facts(row["kvm"])}
+                row["disagreement"] = "; ".join(d["what"] for d in diffs)
+                if diffs:
                     out["disagreements"] += 1
+                out["unexplained"] += sum(d["cause"] == "unexplained" for d in diffs)
             rows.append(row)
         out["scenarios"][n] = rows
     return out
@@ -166,15 +165,19 @@ def compare_backends(args: argparse.Namespace) -> int:
                     f"[bold magenta]disagreement[/] {name}/{row['strategy']}: {row['disagreement']}",
                     highlight=False,
                 )
+                for d in row["differences"]:
+                    console.print(f"  {d['what']}: {d['cause']}", highlight=False)
                 console.print(f"  kvm: {row['kvm_explanation']}", highlight=False)
     for line in result["refused"]:
         console.print(f"[dim]not on real KVM:[/] {line}", highlight=False)
     if both:
-        n = result["disagreements"]
+        n, unexplained = result["disagreements"], result["unexplained"]
+        console.print(f"model side: --host profile={result['model_profile']}", highlight=False)
         console.print(
             "model and kvm agree on every row"
             if n == 0
-            else f"[bold magenta]{n} row(s) where the model and the kernel disagree[/]"
+            else f"[bold magenta]{n} row(s) where the model and the kernel disagree[/], "
+            f"{unexplained} difference(s) unexplained"
         )
     return 0
 

@@ -59,6 +59,19 @@ def _self_test(strategy: str) -> dict[str, Any]:
     }
 
 
+def matching_profile(module: str, machine: str | None = None) -> str:
+    """The model's host profile (engine.model.profiles) this kernel matches: kvm_pvm is
+    x86-pvm (measured, real-kvm.md); kvm_intel is x86-tdp (EPT); arm64 is arm64. AMD has no
+    profile of its own (decode assists spare the MMIO emulator its fetch): x86-tdp is the
+    nearest."""
+    arch = machine or platform.machine()
+    if arch in ("aarch64", "arm64"):
+        return "arm64"
+    if "kvm_pvm" in module.split(","):
+        return "x86-pvm"
+    return "x86-tdp"
+
+
 def probe(self_test: bool = True) -> dict[str, Any]:
     """Everything `slotlab kvm probe` reports, as data."""
     usable, reason = kvm_usable()
@@ -75,6 +88,7 @@ def probe(self_test: bool = True) -> dict[str, Any]:
     with KvmVM() as vm:
         out["api_version"] = KVM_API_VERSION
         out["kvm_module"] = kvm_module()
+        out["profile"] = matching_profile(out["kvm_module"])
         out["caps"] = {name: vm.check_extension(cap) for name, cap, _ in CAPS}
     if self_test:
         out["self_test"] = [_self_test("legacy"), _self_test("inhibit")]
@@ -100,6 +114,7 @@ def _print(r: dict[str, Any]) -> None:
         return
     print(f"kvm: {r['reason']}")
     print(f"kernel {r['kernel']}, KVM implementation {r['kvm_module']}")
+    print(f"model host profile it matches: {r['profile']} (--host profile={r['profile']})")
     width = max(len(name) for name, _, _ in CAPS)
     for name, _, what in CAPS:
         note = f"  ({what})" if what else ""

@@ -1,0 +1,67 @@
+"""compare --backend both: which differences between the model and the kernel count, and the
+cause each gets (engine/backends/kvm/differ.py). Synthetic rows: no /dev/kvm needed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.backends.kvm.differ import differences, facts
+from engine.backends.kvm.probe import matching_profile
+
+
+def row(
+    verdicts: dict[str, int], crash: float = 0.0, window: int = 0, **exits: int
+) -> dict[str, Any]:
+    return {
+        "runs": sum(verdicts.values()),
+        "verdicts": verdicts,
+        "crash_rate": crash,
+        "exits": exits,
+        "window_mmio_exits": window,
+        "internal_errors": exits.get("KVM_EXIT_INTERNAL_ERROR", 0),
+        "violations": {},
+        "latency_p50_ns": 1,
+    }
+
+
+def test_same_outcome_and_exit_kinds_agree_whatever_the_counts() -> None:
+    model = row({"ok": 5}, window=40, KVM_EXIT_MMIO=46, KVM_EXIT_INTR=3)
+    kvm = row({"ok": 5}, window=510, KVM_EXIT_MMIO=511)
+    assert differences(model, kvm) == []
+    assert facts(kvm)["window_mmio_exits"] == 510
+
+
+def test_mmio_exits_on_one_side_only_is_a_disagreement() -> None:
+    # The old comparison called this "agree": only the verdict and deaths were compared.
+    model = row({"ok": 5})
+    kvm = row({"ok": 5}, window=93, KVM_EXIT_MMIO=93)
+    (d,) = differences(model, kvm)
+    assert d["what"] == "KVM_EXIT_MMIO: model 0, kvm 93"
+    assert "synchronize_srcu_expedited" in d["cause"]
+    # MMIO exits outside any update window have no known cause.
+    (d,) = differences(model, row({"ok": 5}, KVM_EXIT_MMIO=93))
+    assert d["cause"] == "unexplained"
+
+
+def test_a_crash_on_one_side_names_the_race() -> None:
+    model = row({"ok": 5})
+    kvm = row({"crashed": 3, "ok": 2}, crash=0.6, KVM_EXIT_INTERNAL_ERROR=3)
+    diffs = differences(model, kvm)
+    assert [d["what"] for d in diffs] == [
+        "verdict: model ok, kvm crashed",
+        "KVM_EXIT_INTERNAL_ERROR: model 0, kvm 3",
+    ]
+    assert all("probabilistic" in d["cause"] for d in diffs)
+
+
+def test_different_verdicts_with_the_same_exits_are_unexplained() -> None:
+    model = row({"violation": 5}, crash=0.0)
+    kvm = row({"ok": 5}, crash=0.0)
+    (d,) = differences(model, kvm)
+    assert d["cause"] == "unexplained"
+
+
+def test_matching_profile() -> None:
+    assert matching_profile("kvm_pvm", "x86_64") == "x86-pvm"
+    assert matching_profile("kvm_intel", "x86_64") == "x86-tdp"
+    assert matching_profile("unknown", "aarch64") == "arm64"
