@@ -46,10 +46,12 @@ def test_export_is_a_valid_chrome_trace_with_one_track_per_actor(
     assert delete["ts"] == pytest.approx(62.58)  # virtual ns as microseconds
     assert any(e["ph"] == "X" and e["cat"] == "gp" for e in by_track["srcu-gp"])
     vcpu1 = [e["name"] for e in by_track["vcpu1"] if e["ph"] == "i"]
-    assert "fetch fault at 0x1000: emulation_failure" in vcpu1
-    assert "KVM_EXIT_INTERNAL_ERROR at RIP 0x1000" in vcpu1
+    # split's guest loop is inc, load (its device register), jmp: the crash is at one of them.
+    rip = next(n.split()[-1] for n in vcpu1 if n.startswith("KVM_EXIT_INTERNAL_ERROR at RIP"))
+    assert rip in ("0x1000", "0x1004", "0x1008")
+    assert f"fetch fault at {rip}: emulation_failure" in vcpu1
     counters = {e["name"] for e in trace["traceEvents"] if e["ph"] == "C"}
-    assert {"memslots generation", "fault retries", "internal errors"} <= counters
+    assert {"memslots generation", "internal errors", "MMIO exits"} <= counters
     assert trace["otherData"]["verdict"] == "crashed"
 
 
