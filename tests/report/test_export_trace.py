@@ -45,7 +45,7 @@ def test_export_is_a_valid_chrome_trace_with_one_track_per_actor(
     delete = ioctls[1]
     assert delete["ts"] == pytest.approx(62.58)  # virtual ns as microseconds
     assert any(e["ph"] == "X" and e["cat"] == "gp" for e in by_track["srcu-gp"])
-    vcpu1 = [e["name"] for e in by_track["vcpu1"] if e["ph"] == "i"]
+    vcpu1 = [str(e["name"]) for e in by_track["vcpu1"] if e["ph"] == "i"]
     # split's guest loop is inc, load (its device register), jmp: the crash is at one of them.
     rip = next(n.split()[-1] for n in vcpu1 if n.startswith("KVM_EXIT_INTERNAL_ERROR at RIP"))
     assert rip in ("0x1000", "0x1004", "0x1008")
