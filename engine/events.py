@@ -137,6 +137,26 @@ class Exit(Event, tag="exit"):
     is_write: bool = False
     data: int = 0
     suberror: int = 0
+    internal_data: list[int] = msgspec.field(default_factory=list)
+    """KVM_EXIT_INTERNAL_ERROR: internal.data[:ndata] as the kernel filled it."""
+    internal: str = ""
+    """KVM_EXIT_INTERNAL_ERROR classified from suberror and data (classify_internal())."""
+
+
+def classify_internal(suberror: int, data: list[int]) -> str:
+    """What an INTERNAL_ERROR says, from its own fields (include/uapi/linux/kvm.h). For
+    KVM_INTERNAL_ERROR_EMULATION, arch/x86/kvm/x86.c prepare_emulation_failure_exit() puts the
+    emulation_failure flags in data[0]: bit 0 (INSTRUCTION_BYTES) is set when the instruction
+    could be read, so a clear bit means the emulator failed to fetch it."""
+    if suberror == 1:
+        if data and data[0] & 1:
+            return "emulation failure (instruction bytes read)"
+        return "emulation failure (instruction fetch failed)"
+    return {
+        2: "simultaneous exceptions (KVM_INTERNAL_ERROR_SIMUL_EX)",
+        3: "exit during event delivery (KVM_INTERNAL_ERROR_DELIVERY_EV)",
+        4: "unexpected exit reason (KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON)",
+    }.get(suberror, f"suberror {suberror}")
 
 
 class UdInjected(Event, tag="ud_injected"):

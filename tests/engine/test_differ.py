@@ -65,3 +65,14 @@ def test_matching_profile() -> None:
     assert matching_profile("kvm_pvm", "x86_64") == "x86-pvm"
     assert matching_profile("kvm_intel", "x86_64") == "x86-tdp"
     assert matching_profile("unknown", "aarch64") == "arm64"
+
+
+def test_internal_errors_are_classified_from_their_data() -> None:
+    from engine.events import classify_internal
+
+    # Measured on kvm_pvm: a fetch from a GPA without a memslot (flags word 0).
+    assert classify_internal(1, [0, 0x1000, 0, 0, 0, 0]) == (
+        "emulation failure (instruction fetch failed)"
+    )
+    assert classify_internal(1, [1, 3]) == "emulation failure (instruction bytes read)"
+    assert classify_internal(3, [0, 0, 0, 0xFEE0]).startswith("exit during event delivery")

@@ -24,7 +24,7 @@ from engine.backends.kvm.ioctl import REGS_RIP
 from engine.backends.kvm.vcpu import KvmVcpu, Mmio
 from engine.backends.kvm.x86 import X86Program
 from engine.core.ports import VcpuTotals
-from engine.events import EventBus, Exit, Fault
+from engine.events import EventBus, Exit, Fault, classify_internal
 from engine.model import constants as c
 
 if TYPE_CHECKING:
@@ -272,7 +272,14 @@ class KvmVcpuRunner:
             return False
         if raw.reason == c.KVM_EXIT_INTERNAL_ERROR:
             self._fault(rip, "fetch", "emulation_failure")
-            name = self._exit(raw.reason, rip, suberror=raw.suberror)
+            words = list(raw.data)
+            name = self._exit(
+                raw.reason,
+                rip,
+                suberror=raw.suberror,
+                internal_data=words,
+                internal=classify_internal(raw.suberror, words),
+            )
         else:
             name = self._exit(raw.reason, rip)
         self.state = "dead"
