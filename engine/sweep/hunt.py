@@ -29,8 +29,9 @@ class HuntPlan(msgspec.Struct, frozen=True, kw_only=True):
     perturb: bool = True
     depth: int = 5
     max_preempt_ns: int = 0
-    """0: five of the scenario's periods (the VMM's own time scale): long enough to hold a
-    DELETE's window open across a guest's slower rhythm, as an overloaded host does."""
+    """0: five of the scenario's periods (the VMM's own time scale), long enough to hold a
+    DELETE's window open across a guest's slower rhythm, as an overloaded host does; but at
+    most a quarter of the run, so a preemption never swallows the updates it should stretch."""
     jitter_ns: int = 100
     vcpus: int | None = None
     duration_ns: int | None = None
@@ -68,7 +69,7 @@ def calibrate(plan: HuntPlan) -> tuple[int, int, int]:
     done = max(out.summary["virtual_ns"], 1)
     steps = out.sync_handoffs
     handoffs = steps if done >= duration else math.ceil(steps * duration / done)
-    preempt = plan.max_preempt_ns or 5 * config.scenario.period_ns
+    preempt = plan.max_preempt_ns or min(5 * config.scenario.period_ns, duration // 4)
     return max(handoffs, 1), out.actors, preempt
 
 
