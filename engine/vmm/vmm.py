@@ -346,8 +346,15 @@ class Vmm:
 
     def hva_of(self, gpa: int, size: int, as_id: int = 0) -> int:
         """Where userspace's own mapping holds guest bytes [gpa, gpa+size) (to load the
-        program); ValueError unless one RAM range of the published layout covers them."""
-        r = self.views[as_id].lookup(gpa)
-        if r is None or not r.backed or gpa + size > r.end:
-            raise ValueError(f"GPA {gpa:#x}+{size:#x} is not one RAM range in the initial layout")
-        return r.hva_of(gpa)
+        program); ValueError unless backed ranges of the published layout cover them with one
+        contiguous host mapping (a program may run on across two slots of the same RAM)."""
+        view, end = self.views[as_id], gpa + size
+        first = r = view.lookup(gpa)
+        while r is not None and r.backed and r.end < end:
+            nxt = view.lookup(r.end)
+            if nxt is None or nxt.hva != r.hva_of(r.end):
+                break
+            r = nxt
+        if first is None or r is None or not r.backed or end > r.end:
+            raise ValueError(f"GPA {gpa:#x}+{size:#x} is not backed by one host mapping")
+        return first.hva_of(gpa)
