@@ -35,6 +35,7 @@ from engine.importers.watch import (
 )
 from engine.live import LiveSession
 from engine.log import LogError, read_log
+from engine.matrix import MatrixRow
 from engine.replay import Replay
 from engine.runner import make_config, run_session
 from engine.scenarios import ScenarioError, builtin_names, load_scenario
@@ -114,6 +115,7 @@ __all__ = [
     "VERSION",
     "LiveSession",
     "LogError",
+    "MatrixRow",
     "Measure",
     "Pacing",
     "QemuProcess",

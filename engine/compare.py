@@ -6,130 +6,33 @@ this process, in order. `compare --scenario all` shares one pool among every sce
 Every run is deterministic and the rows are assembled in (strategy, seed) order, so the matrix
 does not depend on how many workers computed it, or in which order they finished.
 
-A row aggregates one strategy over its runs:
-
-    strategy         the strategy's name
-    runs             how many seeds ran
-    crash_rate       share of runs in which the guest died (KVM_EXIT_INTERNAL_ERROR, #UD, or the
-                     VMM stopping the VM)
-    retries          mean stage-2 fault retries per run
-    stall_ns         mean vcpu_stall_ns per run (time vCPUs spent kept out of KVM_RUN)
-    latency_p50_ns   median of the runs' median update latency
-    latency_p99_ns   99th percentile (nearest rank) of the runs' p99 update latency
-    verdicts         verdict -> count, most serious first
-    internal_errors  KVM_EXIT_INTERNAL_ERROR exits summed over the runs
-    violations       checker violation kind -> count, summed over the runs
-
-Runs that committed no memory update (a guest that crashed in the first one) have no latency
-and are left out of the latency percentiles.
+The rows (engine/matrix.py) are pure; this module runs them and renders the matrix.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import os
-import time
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
 import trio
 
+from engine.compare_table import matrix_table
+from engine.matrix import (
+    LEGEND,
+    VERDICT_COLOUR,
+    VERDICT_ORDER,
+    MatrixRow,
+    RunRow,
+    aggregate,
+    run_one,
+)
+from engine.matrix import row_from_summary as row_from_summary
 from engine.runner import make_config
 from engine.scenarios import builtin_names
-from engine.sweep.unit import RunSpec, execute
-from engine.units import format_ns
 from engine.vmm.strategies import STRATEGIES, get_strategy
 
-VERDICT_ORDER = ("violation", "crashed", "livelock", "ok")
-VERDICT_COLOUR = {"violation": "magenta", "crashed": "red", "livelock": "yellow", "ok": "green"}
-
 Progress = Callable[[int, int], None]
-LEGEND = (
-    "crash: runs whose guest died; int.err: KVM_EXIT_INTERNAL_ERROR exits over all runs; "
-    "retries, stall (vCPUs kept out of KVM_RUN): mean per run; p50, p99: update latency"
-)
-
-
-def run_one(
-    scenario: str, strategy: str, seed: int, faults: tuple[str, ...], duration_ns: int | None
-) -> dict[str, Any]:
-    """One headless run, reduced to what a matrix row needs (cheap to send between
-    processes). A module-level function so worker processes can import it."""
-    spec = RunSpec(
-        scenario=scenario, strategy=strategy, seed=seed, faults=faults, duration_ns=duration_ns
-    )
-    return row_from_summary(seed, execute(spec).summary)
-
-
-def row_from_summary(seed: int, s: dict[str, Any]) -> dict[str, Any]:
-    """What a matrix row needs from one run's summary, whichever backend ran it."""
-    lat = s["update_latency_ns"]
-    crashed = s["verdict"] == "crashed" or s["internal_errors"] > 0 or s["ud_injected"] > 0
-    return {
-        "seed": seed,
-        "verdict": s["verdict"],
-        "crashed": crashed,
-        "internal_errors": s["internal_errors"],
-        "retries": s["retries"],
-        "stall_ns": s["vcpu_stall_ns"],
-        "committed": lat["max"] > 0,
-        "p50": lat["p50"],
-        "p99": lat["p99"],
-        "violations": [v["kind"] for v in s["violations"]],
-        "exits": dict(s.get("exits", {})),
-        "window_mmio_exits": s.get("window_mmio_exits", 0),
-    }
-
-
-def _nearest_rank(values: list[int], p: int) -> int:
-    if not values:
-        return 0
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * p // 100))  # ceil(n * p / 100), at least 1
-    return ordered[rank - 1]
-
-
-def _mean(values: list[int]) -> float:
-    return round(sum(values) / len(values), 3) if values else 0.0
-
-
-def aggregate(strategy: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One matrix row from a strategy's runs (in seed order)."""
-    counts: dict[str, int] = {}
-    for r in runs:
-        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
-    verdicts = {v: counts[v] for v in VERDICT_ORDER if v in counts}
-    verdicts.update({v: n for v, n in sorted(counts.items()) if v not in verdicts})
-    violations: dict[str, int] = {}
-    for r in runs:
-        for kind in r["violations"]:
-            violations[kind] = violations.get(kind, 0) + 1
-    committed = [r for r in runs if r["committed"]]
-    n = len(runs)
-    return {
-        "strategy": strategy,
-        "runs": n,
-        "crash_rate": round(sum(1 for r in runs if r["crashed"]) / n, 4) if n else 0.0,
-        "retries": _mean([r["retries"] for r in runs]),
-        "stall_ns": _mean([r["stall_ns"] for r in runs]),
-        "latency_p50_ns": _nearest_rank([r["p50"] for r in committed], 50),
-        "latency_p99_ns": _nearest_rank([r["p99"] for r in committed], 99),
-        "verdicts": verdicts,
-        "internal_errors": sum(r["internal_errors"] for r in runs),
-        "violations": dict(sorted(violations.items())),
-        "exits": _sum_exits(runs),
-        "window_mmio_exits": sum(r.get("window_mmio_exits", 0) for r in runs),
-    }
-
-
-def _sum_exits(runs: list[dict[str, Any]]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for r in runs:
-        for kind, n in r.get("exits", {}).items():
-            total[kind] = total.get(kind, 0) + n
-    return dict(sorted(total.items()))
 
 
 class CompareRunError(RuntimeError):
@@ -159,7 +62,7 @@ def compare_matrix(
     faults: list[str],
     progress: Progress | None = None,
     duration_ns: int | None = None,
-) -> list[dict[str, Any]]:
+) -> list[MatrixRow]:
     """Run every (strategy, seed) for seeds 1..seeds and return one row per strategy, in the
     order given. Raises ValueError for bad input before any run starts. Synchronous: it runs
     trio itself, so call it from a thread when inside a trio or asyncio loop."""
@@ -180,7 +83,7 @@ def compare_matrices(
     faults: list[str],
     progress: ScenarioProgress | None = None,
     duration_ns: int | None = None,
-) -> dict[str, list[dict[str, Any]]]:
+) -> dict[str, list[MatrixRow]]:
     """compare_matrix for several scenarios at once: one pool of workers for all their runs
     (started once, and kept busy across scenario boundaries). progress(scenario, done, total)
     counts each scenario's runs."""
@@ -223,10 +126,8 @@ def _failed(key: RunKey, args: RunArgs, err: BaseException) -> CompareRunError:
     )
 
 
-def _run_serial(
-    keys: list[RunKey], args: RunArgs, finished: Finished
-) -> dict[RunKey, dict[str, Any]]:
-    results: dict[RunKey, dict[str, Any]] = {}
+def _run_serial(keys: list[RunKey], args: RunArgs, finished: Finished) -> dict[RunKey, RunRow]:
+    results: dict[RunKey, RunRow] = {}
     for key in keys:
         try:
             results[key] = run_one(*key, *args)
@@ -238,13 +139,13 @@ def _run_serial(
 
 async def _run_parallel(
     keys: list[RunKey], args: RunArgs, jobs: int, finished: Finished
-) -> dict[RunKey, dict[str, Any]]:
+) -> dict[RunKey, RunRow]:
     """Every run in a trio-parallel worker process, at most jobs at once. This process only
     hands runs out and collects results (a thread of its own running sims as well was
     measured: it wins nothing, since handing out work then waits on the GIL)."""
     import trio_parallel
 
-    results: dict[RunKey, dict[str, Any]] = {}
+    results: dict[RunKey, RunRow] = {}
     failure: list[CompareRunError] = []
     limiter = trio.CapacityLimiter(jobs)
 
@@ -325,94 +226,18 @@ def _kvm_compare(args: argparse.Namespace) -> int:
     return compare_backends(args)
 
 
-def matrix_table(
-    scenario: str,
-    rows: list[dict[str, Any]],
-    seeds: int,
-    faults: list[str],
-    duration_ns: int | None,
-) -> Any:
-    from rich import box
-    from rich.table import Table
-
-    extras = [f"{seeds} seed{'s' if seeds != 1 else ''}"]
-    extras += [f"--fault {f}" for f in faults]
-    if duration_ns is not None:
-        extras.append(f"{format_ns(duration_ns)} each")
-    table = Table(
-        title=f"{scenario}: {', '.join(extras)}",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    table.add_column("strategy", no_wrap=True)
-    table.add_column("verdicts", min_width=14)
-    table.add_column("crash", justify="right", no_wrap=True)
-    table.add_column("int.err", justify="right", no_wrap=True)
-    table.add_column("retries", justify="right", no_wrap=True)
-    table.add_column("stall", justify="right", no_wrap=True)
-    table.add_column("p50", justify="right", no_wrap=True)
-    table.add_column("p99", justify="right", no_wrap=True)
-    for r in rows:
-        verdicts = ", ".join(
-            f"[{VERDICT_COLOUR.get(v, 'white')}]{n} {v}[/]" for v, n in r["verdicts"].items()
-        )
-        if r["violations"]:
-            found = ", ".join(f"{n} {k}" for k, n in r["violations"].items())
-            verdicts += f" [dim]({found})[/]"
-        table.add_row(
-            r["strategy"],
-            verdicts,
-            f"{r['crash_rate']:.0%}",
-            str(r["internal_errors"]),
-            f"{r['retries']:.1f}",
-            format_ns(r["stall_ns"]),
-            format_ns(r["latency_p50_ns"]) if r["latency_p50_ns"] else "-",
-            format_ns(r["latency_p99_ns"]) if r["latency_p99_ns"] else "-",
-        )
-    return table
-
-
-# --- the benchmark ----------------------------------------------------------------------
-
-SCALING_SCENARIO = "split"
-SCALING_FAULTS = ["race"]
-
-
-def _cores() -> int:
-    """CPUs this process may run on (a container's share, not the host's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def measure_compare_scaling(quick: bool) -> dict[str, Any]:
-    """The same compare matrix on one process (in this one) and on two worker processes:
-    wall seconds for each and the speed-up. Worker start-up is part of the two-process time,
-    as it is for a user. The full run takes the best of two rounds of each, alternated, so
-    another program's burst on the machine does not decide the figure. The target is 0.9 x
-    the cores used: 1.8 on two cores."""
-    seeds = 16 if quick else 24
-    rounds = 1 if quick else 2
-    strategies = list(STRATEGIES)
-    walls: dict[int, float] = {1: math.inf, 2: math.inf}
-    rows: dict[int, list[dict[str, Any]]] = {}
-    for _ in range(rounds):
-        for jobs in (1, 2):
-            start = time.perf_counter()
-            rows[jobs] = compare_matrix(SCALING_SCENARIO, strategies, seeds, jobs, SCALING_FAULTS)
-            walls[jobs] = min(walls[jobs], time.perf_counter() - start)
-    available = _cores()
-    return {
-        "scenario": SCALING_SCENARIO,
-        "faults": SCALING_FAULTS,
-        "runs": seeds * len(strategies),
-        "rounds": rounds,
-        "cores": available,
-        "seconds_1": round(walls[1], 3),
-        "seconds_2": round(walls[2], 3),
-        "speedup": round(walls[1] / walls[2], 3) if walls[2] > 0 else 0.0,
-        "target": round(0.9 * min(2, available), 2),
-        "identical": rows[1] == rows[2],
-    }
+__all__ = [
+    "LEGEND",
+    "VERDICT_COLOUR",
+    "VERDICT_ORDER",
+    "CompareRunError",
+    "MatrixRow",
+    "RunRow",
+    "aggregate",
+    "cmd_compare",
+    "compare_matrices",
+    "compare_matrix",
+    "matrix_table",
+    "row_from_summary",
+    "run_one",
+]

@@ -186,6 +186,8 @@ class Backend(Protocol):
     device is opened inside the run so its errors surface there)."""
     sync_floor_ns: int
     """Dirty logs are harvested at most this often, whatever the scenario asks."""
+    wall_clock: bool
+    """Event times are wall time (the summary says ``clock: "wall"``), not virtual time."""
 
     def new_bus(self) -> EventBus: ...
 

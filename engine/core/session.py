@@ -235,4 +235,5 @@ class SessionCore(Generic[B]):
             scenario=self.config.scenario.name,
             strategy=self.config.strategy,
             log=str(self.writer.path) if self.writer is not None else None,
+            clock="wall" if self.backend.wall_clock else None,
         )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.compare import LEGEND, aggregate, matrix_table
+from engine.matrix import MatrixRow, run_row
 from engine.sweep.cluster import KEEP_CHOICES, Result, open_client, run_on
 from engine.sweep.grid import build_grid
 from engine.sweep.unit import RunSpec
@@ -158,7 +159,7 @@ def _write_log(logs: Path, spec: RunSpec, data: bytes) -> str:
 GroupKey = tuple[str, str, str, int | None, int | None, str]
 
 
-def matrices(rows: list[dict[str, Any]]) -> dict[GroupKey, list[dict[str, Any]]]:
+def matrices(rows: list[dict[str, Any]]) -> dict[GroupKey, list[MatrixRow]]:
     """Rows grouped by (scenario, faults, host profile, vcpus, duration, perturb), each group a
     compare matrix: one aggregate row per strategy, in the registry's order, seeds in order."""
     cells: dict[GroupKey, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
@@ -173,11 +174,11 @@ def matrices(rows: list[dict[str, Any]]) -> dict[GroupKey, list[dict[str, Any]]]
         )
         cells[key][r["strategy"]].append(r)
     order = {name: i for i, name in enumerate(STRATEGIES)}
-    out: dict[GroupKey, list[dict[str, Any]]] = {}
+    out: dict[GroupKey, list[MatrixRow]] = {}
     for key in sorted(cells, key=lambda k: tuple(str(x) for x in k)):
         by_strategy = cells[key]
         out[key] = [
-            aggregate(st, sorted(by_strategy[st], key=lambda r: r["seed"]))
+            aggregate(st, [run_row(r) for r in sorted(by_strategy[st], key=lambda r: r["seed"])])
             for st in sorted(by_strategy, key=lambda s: (order.get(s, len(order)), s))
         ]
     return out

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 import engine.compare as compare
+from engine.bench import compare_bench
 from engine.compare import CompareRunError, aggregate, compare_matrix
+from engine.matrix import RunRow, run_row
 from engine.scenarios import builtin_names
 from engine.vmm.strategies import STRATEGIES
 
@@ -43,8 +45,8 @@ def test_progress_counts_every_run_in_process() -> None:
     assert ticks == [(1, 2), (2, 2)]
 
 
-def _run(verdict: str, **kw: Any) -> dict[str, Any]:
-    run = {
+def _run(verdict: str, **kw: Any) -> RunRow:
+    run: dict[str, Any] = {
         "seed": 1,
         "verdict": verdict,
         "crashed": verdict == "crashed",
@@ -57,7 +59,7 @@ def _run(verdict: str, **kw: Any) -> dict[str, Any]:
         "violations": [],
     }
     run.update(kw)
-    return run
+    return run_row(run)
 
 
 def test_aggregate() -> None:
@@ -112,7 +114,7 @@ def test_bad_input_is_refused_before_any_run(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_a_failing_run_names_itself(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(scenario: str, strategy: str, seed: int, *rest: object) -> dict[str, Any]:
+    def broken(scenario: str, strategy: str, seed: int, *rest: object) -> RunRow:
         if seed == 2:
             raise RuntimeError("model exploded")
         return _run("ok")
@@ -169,8 +171,8 @@ def test_measure_compare_scaling_reports_both_sides(monkeypatch: pytest.MonkeyPa
         seen.append(jobs)
         return [{"strategy": s} for s in strategies]
 
-    monkeypatch.setattr(compare, "compare_matrix", fake)
-    result = compare.measure_compare_scaling(quick=True)
+    monkeypatch.setattr(compare_bench, "compare_matrix", fake)
+    result = compare_bench.measure_compare_scaling(quick=True)
     assert seen == [1, 2]
     assert result["seconds_1"] >= 0
     assert result["seconds_2"] >= 0

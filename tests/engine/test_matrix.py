@@ -14,6 +14,7 @@ import trio
 
 from engine.compare import compare_matrix, run_one
 from engine.events import Event, MmioServed
+from engine.matrix import MatrixRow
 from engine.runner import make_config, run_session
 from engine.session import Session
 from engine.vmm.strategies import STRATEGIES
@@ -32,12 +33,12 @@ def matrix(
     strategies: list[str] | tuple[str, ...],
     faults: list[str],
     duration_ns: int | None = None,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, MatrixRow]:
     rows = compare_matrix(scenario, list(strategies), SEEDS, 1, faults, duration_ns=duration_ns)
     return {row["strategy"]: row for row in rows}
 
 
-def assert_crashed_everywhere(row: dict[str, Any], scenario: str, faults: list[str]) -> None:
+def assert_crashed_everywhere(row: MatrixRow, scenario: str, faults: list[str]) -> None:
     assert row["verdicts"] == {"crashed": SEEDS}, row
     assert row["crash_rate"] == 1.0
     assert row["internal_errors"] >= SEEDS
@@ -48,7 +49,7 @@ def assert_crashed_everywhere(row: dict[str, Any], scenario: str, faults: list[s
         assert run["internal_errors"] >= 1, seed
 
 
-def assert_ok_everywhere(row: dict[str, Any]) -> None:
+def assert_ok_everywhere(row: MatrixRow) -> None:
     assert row["verdicts"] == {"ok": SEEDS}, row
     assert row["crash_rate"] == 0.0
     assert row["internal_errors"] == 0

@@ -12,6 +12,7 @@ import pytest
 from textual.widgets import DataTable, Input, ProgressBar
 
 from engine.compare import compare_matrix
+from engine.matrix import MatrixRow
 from engine.vmm.strategies import STRATEGIES
 from tui.app import SlotlabApp
 from tui.screens.compare import CompareScreen
@@ -147,7 +148,7 @@ async def test_compare_with_the_engine_in_two_worker_processes(app_factory: AppF
         jobs: int,
         faults: list[str],
         progress: Any = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[MatrixRow]:
         calls.append(jobs)
         return compare_matrix(
             scenario, strategies, seeds, jobs, faults, progress, duration_ns=300_000

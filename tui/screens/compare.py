@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
 
 from rich.text import Text
 from textual import work
@@ -20,13 +19,14 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, ProgressBar, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from engine.api import MatrixRow
 from engine.vmm.strategies import STRATEGIES
 from tui.format import format_ns
 from tui.palette import dismiss_once
 from tui.widgets.bar_chart import BarChart
 from tui.worker_fds import prepare_worker_processes
 
-CompareFn = Callable[..., list[dict[str, Any]]]
+CompareFn = Callable[..., list[MatrixRow]]
 DEFAULT_SEEDS = 5
 
 
@@ -54,7 +54,7 @@ class CompareScreen(Screen[None]):
         self.compare_fn = compare_fn
         self.seeds = seeds
         self.jobs = jobs or max(1, min(os.cpu_count() or 1, 4))
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[MatrixRow] = []
         self.error = ""
 
     def compose(self) -> ComposeResult:
@@ -92,7 +92,7 @@ class CompareScreen(Screen[None]):
         self.compute(self.seeds)
 
     @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
-    def compute(self, seeds: int) -> list[dict[str, Any]]:
+    def compute(self, seeds: int) -> list[MatrixRow]:
         worker = get_current_worker()
 
         def progress(done: int, total: int) -> None:
@@ -123,7 +123,7 @@ class CompareScreen(Screen[None]):
             self.error = str(event.worker.error)
             status.update(Text(f"compare failed: {self.error}"))
 
-    def show_rows(self, rows: list[dict[str, Any]]) -> None:
+    def show_rows(self, rows: list[MatrixRow]) -> None:
         self.rows = rows
         table = self.query_one(DataTable)
         table.clear()

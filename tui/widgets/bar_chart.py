@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.text import Text
 from textual.widgets import Static
 
+from engine.api import MatrixRow
 from tui.format import format_ns
 
 BAR = 30
@@ -24,7 +23,7 @@ class BarChart(Static):
 
     COMPONENT_CLASSES = {"chart--crash", "chart--ok", "chart--latency", "chart--head"}
 
-    def show_rows(self, rows: list[dict[str, Any]]) -> None:
+    def show_rows(self, rows: list[MatrixRow]) -> None:
         text = Text(no_wrap=True, overflow="ellipsis")
         if not rows:
             self.update(Text("no results yet", style="dim"))

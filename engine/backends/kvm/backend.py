@@ -58,6 +58,7 @@ class KvmBackend:
     name = "kvm"
     opens_eagerly = False
     sync_floor_ns = SYNC_FLOOR_NS
+    wall_clock = True
 
     def __init__(self) -> None:
         self.bus = WallClockBus()

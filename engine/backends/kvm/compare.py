@@ -24,7 +24,7 @@ from engine.backends.kvm.differ import differences, facts, run_model_one
 from engine.backends.kvm.ioctl import kvm_module, kvm_usable
 from engine.backends.kvm.probe import matching_profile
 from engine.backends.kvm.session import STRATEGIES, check_faults, check_scenario
-from engine.compare import VERDICT_COLOUR, aggregate, row_from_summary
+from engine.matrix import VERDICT_COLOUR, RunRow, aggregate, row_from_summary
 from engine.runner import make_config
 from engine.scenarios import builtin_names, load_scenario
 from engine.units import format_ns
@@ -33,9 +33,13 @@ from engine.vmm.strategies import STRATEGIES as ALL_STRATEGIES
 COMPARE_DURATION_NS = 300_000_000
 
 
+class KvmRunRow(RunRow):
+    explanation: str
+
+
 def run_kvm_one(
     scenario: str, strategy: str, seed: int, faults: tuple[str, ...], duration_ns: int | None
-) -> dict[str, Any]:
+) -> KvmRunRow:
     """One real run, reduced to the fields a matrix row needs (as engine.compare.run_one)."""
     from engine.backends.kvm.run import run_on_kvm
 
@@ -47,7 +51,7 @@ def run_kvm_one(
         duration_ns=duration_ns or COMPARE_DURATION_NS,
     )
     s = run_on_kvm(config, None)
-    return {**row_from_summary(seed, s), "explanation": s["explanation"]}
+    return KvmRunRow(**row_from_summary(seed, s), explanation=s["explanation"])
 
 
 def _scenarios(name: str) -> tuple[list[str], list[str]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.compare import row_from_summary
+from engine.matrix import RunRow, row_from_summary
 from engine.sweep.unit import RunSpec, execute
 
 # What the guest met. KVM_EXIT_INTR (the accel blocker's kicks) and KVM_EXIT_IO are how each
@@ -31,7 +31,7 @@ RACE = (
 
 def run_model_one(
     scenario: str, strategy: str, seed: int, faults: tuple[str, ...], profile: str
-) -> dict[str, Any]:
+) -> RunRow:
     """One model run under the host profile the local kernel matches."""
     spec = RunSpec(
         scenario=scenario, strategy=strategy, seed=seed, faults=faults, host={"profile": profile}

@@ -40,6 +40,7 @@ class ModelBackend:
     name = "model"
     opens_eagerly = True
     sync_floor_ns = 0
+    wall_clock = False
 
     def __init__(self, pacing: Pacing | None = None) -> None:
         self._pacing = pacing
