@@ -9,7 +9,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: setup run test lint bench screenshots golden
+.PHONY: setup run test test-fast lint bench screenshots golden
 setup: $(BIN)/.installed
 
 run: setup
@@ -23,6 +23,10 @@ lint: setup
 
 test: lint
 	$(BIN)/pytest -n 2 -q
+
+# The model and the engine without the tests marked slow: the loop to run while editing them.
+test-fast: setup
+	$(BIN)/pytest -n 2 -q -m "not slow" tests/model tests/engine
 
 bench: setup
 	$(BIN)/slotlab bench $(ARGS)
