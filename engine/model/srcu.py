@@ -19,11 +19,14 @@ class SrcuWouldBlock(RuntimeError):
 class GracePeriod:
     """One synchronize_srcu(): poll() until it reports done."""
 
-    __slots__ = ("_old_idx", "expedited", "phase", "srcu", "started_at")
+    __slots__ = ("_old_idx", "expedited", "number", "phase", "srcu", "started_at")
 
     def __init__(self, srcu: Srcu, expedited: bool) -> None:
         self.srcu = srcu
         self.expedited = expedited
+        # Every event of this grace period carries one number: how many had completed when
+        # it started (srcu.gp_seq moves on at its end, as the kernel's srcu_gp_seq does).
+        self.number = srcu.gp_seq
         self.phase = "scan1"
         self.started_at = srcu.bus.now
         self._old_idx = -1
@@ -124,7 +127,7 @@ class Srcu:
     def emit_gp(self, gp: GracePeriod, phase: str) -> None:
         self.bus.emit(
             SrcuGp(
-                gp_seq=self.gp_seq,
+                gp_seq=gp.number,
                 phase=phase,
                 expedited=gp.expedited,
                 srcu_idx=self.srcu_idx,

@@ -205,10 +205,12 @@ class LaneBuilder:
         if e.phase == "start":
             self._gp_start[e.gp_seq] = e.t
         elif e.phase == "end":
-            # The end event carries the completed sequence number, one past the start's.
-            t0 = self._gp_start.pop(e.gp_seq - 1, self._gp_start.pop(e.gp_seq, e.t))
+            # Every phase carries the start's number; logs written before that was fixed
+            # gave the end the completed count, one past it (their start is not open).
+            number = e.gp_seq if e.gp_seq in self._gp_start else e.gp_seq - 1
+            t0 = self._gp_start.pop(number, e.t)
             kind = "expedited" if e.expedited else "normal"
-            self.gp.slices.append(Slice(t0, e.t, f"grace period {e.gp_seq - 1} ({kind})", "gp"))
+            self.gp.slices.append(Slice(t0, e.t, f"grace period {number} ({kind})", "gp"))
         elif e.phase == "flip":
             label = f"grace period {e.gp_seq}: flip to index {e.srcu_idx}"
             self.gp.instants.append(Instant(e.t, e.seq, "F", PLAIN, label))

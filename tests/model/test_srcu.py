@@ -224,3 +224,31 @@ def test_an_update_refused_for_a_reader_leaves_the_vm_as_it_was() -> None:
     assert vm.memslots() == []
     assert vm.active(0).generation == before[1] + 2 * vm.host.nr_address_spaces
     assert vm.inactive(0).by_id == {}
+
+
+def test_every_phase_of_a_grace_period_carries_one_number() -> None:
+    """START #n ... END #n (the end used to say n+1), numbered from 0 in order."""
+    import trio
+
+    from engine.events import SrcuGp
+    from engine.runner import make_config
+    from engine.session import Session
+
+    seen: list[SrcuGp] = []
+
+    def keep(e: Event) -> None:
+        if isinstance(e, SrcuGp):
+            seen.append(e)
+
+    session = Session(
+        make_config("split", "inhibit", seed=1, duration_ns=300_000), observers=(keep,)
+    )
+    trio.run(session.run)
+    assert seen
+    numbers: list[int] = []
+    for e in seen:
+        if e.phase == "start":
+            numbers.append(e.gp_seq)
+        else:
+            assert e.gp_seq == numbers[-1], (e.phase, e.gp_seq, numbers[-1])
+    assert numbers == list(range(len(numbers)))
