@@ -9,7 +9,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: setup run test test-fast lint bench screenshots golden
+.PHONY: setup run test test-fast test-slow lint bench screenshots golden
 setup: $(BIN)/.installed
 
 run: setup
@@ -21,12 +21,17 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# No test's outcome depends on wall time or load; `slow` ones (10,000 keys, long fuzzing) are
+# left to test-slow, which CI runs too.
 test: lint
 	$(BIN)/pytest -n 2 -q
 
 # The model and the engine without the tests marked slow: the loop to run while editing them.
 test-fast: setup
 	$(BIN)/pytest -n 2 -q -m "not slow" tests/model tests/engine
+
+test-slow: setup
+	$(BIN)/pytest -n 2 -q -m slow
 
 bench: setup
 	$(BIN)/slotlab bench $(ARGS)

@@ -20,6 +20,7 @@ from engine.faults import FAULT_KINDS, FaultError
 from engine.log import LogError
 from engine.runner import check_log, make_config, run_session, summary_json, verify_log
 from engine.scenarios import ScenarioError, builtin_names, load_scenario
+from engine.signals import INTERRUPTED, Interrupted, install_sigterm
 from engine.sim.perturb import Perturb, parse_perturb
 from engine.units import format_ns, parse_duration
 from engine.vmm.strategies import STRATEGIES
@@ -309,7 +310,15 @@ def subcommands(parser: argparse.ArgumentParser) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_parsed(build_parser().parse_args(argv))
+    install_sigterm()
+    try:
+        return run_parsed(build_parser().parse_args(argv))
+    except KeyboardInterrupt:  # while parsing, before run_parsed's own handlers
+        print("slotlab: interrupted", file=sys.stderr)
+        return 130
+    except Interrupted as err:
+        print("slotlab: interrupted", file=sys.stderr)
+        return err.exit_status
 
 
 def run_parsed(args: argparse.Namespace) -> int:
@@ -325,6 +334,9 @@ def run_parsed(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("slotlab: interrupted", file=sys.stderr)
         return 130
+    except Interrupted as err:
+        print("slotlab: interrupted", file=sys.stderr)
+        return err.exit_status
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -497,7 +509,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     for v in verdict.violations:
         print(f"  {v['kind']}: {v['message']}")
     if log.verdict is None:
-        print("(the log has no verdict line: the run did not finish)")
+        # Nothing to agree with: the judgement above covers a run cut short, not a result.
+        print("the log has no verdict line: the run did not finish")
+        return EXIT_DISAGREE
+    if log.verdict.verdict == INTERRUPTED:
+        print(f"the run was interrupted: {log.verdict.explanation}")
     elif log.verdict.verdict != verdict.verdict:
         print(f"the log's own verdict was {log.verdict.verdict}: they disagree")
         return EXIT_DISAGREE

@@ -293,12 +293,15 @@ Subscriber = Callable[[Event], None]
 class EventBus:
     """Stamps events with (t, seq) and hands them to subscribers in emission order."""
 
-    __slots__ = ("_subscribers", "now", "seq")
+    __slots__ = ("_subscribers", "closed", "now", "seq")
 
     def __init__(self) -> None:
         self.now = 0
         self.seq = 0
         self._subscribers: list[Subscriber] = []
+        # Set when the run is over and its tasks are being cancelled: what their clean-up
+        # code would emit (an `inhibit end` from a finally) never happened in the run.
+        self.closed = False
 
     def subscribe(self, fn: Subscriber) -> None:
         self._subscribers.append(fn)
@@ -307,6 +310,8 @@ class EventBus:
         self._subscribers.remove(fn)
 
     def emit(self, event: Event) -> None:
+        if self.closed:
+            return
         event.t = self.now
         event.seq = self.seq
         self.seq += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from engine.log import Header, LogError, SessionLog, encode_event, read_log, ver
 from engine.scenarios import Scenario, load_scenario, parse_scenario
 from engine.scenarios.loader import builtin_dir
 from engine.session import RunConfig, Session
+from engine.signals import INTERRUPTED, run_interruptible
 from engine.sim.perturb import Perturb
 from engine.sim.runtime import Pacing
 from engine.vmm.strategies import get_strategy
@@ -66,8 +68,9 @@ def new_session(config: RunConfig, log: str | None) -> Session:
 
 
 def run_session(config: RunConfig, log: str | None = None) -> dict[str, Any]:
+    """One run flat out; SIGINT/SIGTERM finish its log and raise engine.signals.Interrupted."""
     session = Session(config, log_path=log)
-    trio.run(session.run)
+    trio.run(run_interruptible, session.run, session.interrupt)
     return session.summary()
 
 
@@ -138,6 +141,60 @@ class VerifyResult:
     message: str
 
 
+MISMATCH_SHOWN = 300
+"""Characters of a differing line shown in a MISMATCH (a crafted line may be megabytes)."""
+
+
+def _cut(line: bytes) -> str:
+    text = line.decode("utf-8", "replace")
+    if len(text) <= MISMATCH_SHOWN:
+        return text
+    return f"{text[:MISMATCH_SHOWN]}... ({len(text) - MISMATCH_SHOWN} more characters)"
+
+
+def _signal_of(log: SessionLog) -> int:
+    """The signal an interrupted log names (`SIGTERM stopped the run ...`); 0 otherwise."""
+    if log.verdict is None or log.verdict.verdict != INTERRUPTED:
+        return 0
+    name = log.verdict.explanation.partition(" ")[0]
+    return int(signal.Signals[name]) if name in signal.Signals.__members__ else signal.SIGINT
+
+
+class _Comparer:
+    """Compares each replayed event with the log's as it is produced, keeping none, and
+    stops the replay at the first difference, or where a cut-short or interrupted run's
+    events end: a crafted duration cannot make a verification run forever."""
+
+    def __init__(self, want: list[bytes], stop_after: bool, signum: int) -> None:
+        self.want = want
+        self.stop_after = stop_after
+        self.signum = signum
+        self.count = 0
+        self.differs: tuple[int, bytes] | None = None
+        self.session: Session | None = None
+
+    def __call__(self, event: Event) -> None:
+        if self.differs is not None:
+            return
+        i = self.count
+        self.count += 1
+        got = encode_event(event)
+        session = self.session  # None while the boot layout is installed
+        if i >= len(self.want) or self.want[i] != got:
+            self.differs = (i, got)
+            if session is not None:
+                session.seq.finish("mismatch")
+        elif self.stop_after and self.count == len(self.want) and session is not None:
+            self.stop_here(session)
+
+    def stop_here(self, session: Session) -> None:
+        """The recorded run stopped at the hand-over after this event; so does its replay."""
+        if self.signum:
+            session.interrupt(self.signum)
+        else:
+            session.seq.finish("cut short")
+
+
 def verify_log(path: str) -> VerifyResult:
     log = read_log(path)
     if log.header.host.get("backend") == "kvm":
@@ -150,30 +207,41 @@ def verify_log(path: str) -> VerifyResult:
         config_from_log(log)
     except ValueError as err:
         raise LogError(f"{path}:1: the header cannot be replayed: {err}") from None
-    produced, session = replay_events(log)
-    if log.verdict is None and produced[: len(log.event_lines)] == log.event_lines:
-        raise LogError(
-            f"{path}:{len(log.event_lines) + 2}: no verdict line: the run was cut short; its "
-            f"{len(log.event_lines)} events replay identically, but only a finished run verifies"
-        )
-    for i, (want, got) in enumerate(zip(log.event_lines, produced, strict=False)):
-        if want != got:
+    want = log.event_lines
+    signum = _signal_of(log)
+    cmp = _Comparer(want, stop_after=bool(signum) or log.verdict is None, signum=signum)
+    session = replay_session(log, cmp)
+    cmp.session = session
+    if cmp.stop_after and cmp.count == len(want):
+        cmp.stop_here(session)  # it stopped right after the boot layout
+    if cmp.differs is None:
+        trio.run(run_interruptible, session.run, session.interrupt)
+    if cmp.differs is not None:
+        i, got = cmp.differs
+        if i >= len(want):
             return VerifyResult(
-                False,
-                len(produced),
-                f"event {i + 1} differs:\n  log:    {want.decode()}\n  replay: {got.decode()}",
+                False, i + 1, f"the log has {len(want)} events, the replay produced more"
             )
-    if len(produced) != len(log.event_lines):
         return VerifyResult(
             False,
-            len(produced),
-            f"the log has {len(log.event_lines)} events, the replay produced {len(produced)}",
+            i + 1,
+            f"event {i + 1} differs:\n  log:    {_cut(want[i])}\n  replay: {_cut(got)}",
+        )
+    if cmp.count != len(want):
+        return VerifyResult(
+            False, cmp.count, f"the log has {len(want)} events, the replay produced {cmp.count}"
+        )
+    if log.verdict is None:
+        raise LogError(
+            f"{path}:{len(want) + 2}: no verdict line: the run was cut short; its "
+            f"{len(want)} events replay identically, but only a finished run verifies"
         )
     mismatch = verdict_mismatch(log, session)
     if mismatch:
-        return VerifyResult(False, len(produced), mismatch)
+        return VerifyResult(False, cmp.count, mismatch)
+    upto = ", up to the interruption" if signum else ""
     return VerifyResult(
-        True, len(produced), f"{len(produced)} events and the verdict identical, byte for byte"
+        True, cmp.count, f"{cmp.count} events and the verdict identical, byte for byte{upto}"
     )
 
 
@@ -193,7 +261,7 @@ def verdict_mismatch(log: SessionLog, session: Session) -> str:
         )
     if want == got:
         return ""
-    return f"the verdict line differs:\n  log:    {want.decode()}\n  replay: {got.decode()}"
+    return f"the verdict line differs:\n  log:    {_cut(want)}\n  replay: {_cut(got)}"
 
 
 def checker_for(header: Header) -> Checker:

@@ -16,18 +16,21 @@ order on every backend.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import msgspec
 
-from engine import __version__
+from engine import __version__, limits
+from engine.checker import Verdict
 from engine.core.config import RunConfig, actor_rng
 from engine.core.driver import ScenarioDriver
 from engine.core.ports import Backend, Machine, RunContext, VcpuTotals
 from engine.events import SCHEMA_VERSION, Event, Subscriber
-from engine.faults import Injector, parse_fault
+from engine.faults import FaultError, Injector, check_targets, parse_fault
 from engine.log import Header, LogWriter, VerdictLine
+from engine.signals import INTERRUPTED, explanation
 from engine.summary import build_summary
 from engine.vmm.flatview import FlatView
 from engine.vmm.strategies import Strategy, get_strategy
@@ -36,7 +39,7 @@ from engine.vmm.vmm import Vmm
 if TYPE_CHECKING:
     from typing import Any
 
-    from engine.checker import Checker, Verdict
+    from engine.checker import Checker
 
 B = TypeVar("B", bound=Backend, covariant=True)
 
@@ -68,6 +71,7 @@ class SessionCore(Generic[B]):
         self._vmm: Vmm | None = None
         self.result: Verdict | None = None
         self.error: BaseException | None = None
+        self.interrupted_by = 0  # the signal that stopped the run, if one did
         backend.attach(
             RunContext(
                 config, self.strategy, self.bus, self.injector, self.duration_ns, self._command
@@ -177,6 +181,12 @@ class SessionCore(Generic[B]):
         """End the run (the VM stopped, a transaction limit, an outside request)."""
         self.backend.stop(reason)
 
+    def interrupt(self, signum: int) -> None:
+        """SIGINT/SIGTERM (engine.signals): stop as the duration would, at the next hand-over
+        on the model, and log an `interrupted` verdict with the counters so far."""
+        self.interrupted_by = signum
+        self.stop(INTERRUPTED)
+
     @property
     def stop_reason(self) -> str:
         return self.backend.stop_reason
@@ -189,6 +199,14 @@ class SessionCore(Generic[B]):
 
     def finish(self) -> Verdict:
         verdict = self.checker.verdict()
+        if self.interrupted_by:
+            # The run ends at its last event: a signal lands between hand-overs, and the clock
+            # may already show the next actor's time, which its replay never reaches.
+            if self.recent:
+                self.bus.now = self.recent[-1].t
+            verdict = Verdict(
+                INTERRUPTED, explanation(self.interrupted_by, self.bus.now), verdict.violations
+            )
         self.result = verdict
         if self.writer is not None:
             self.writer.write_verdict(
@@ -204,9 +222,34 @@ class SessionCore(Generic[B]):
         """A command from outside: inject, pause, resume, speed, step. Raises FaultError for
         a bad injection, ValueError for a command the backend cannot take, before anything
         is queued."""
+        self.check_command(name, args, self.config.nr_vcpus)
         if name == "inject":
-            self.backend.check_fault(parse_fault(args.get("fault", "")))
+            self.backend.check_fault(parse_fault(args["fault"]))
         self.backend.submit(name, dict(args))
+
+    @staticmethod
+    def check_command(name: str, args: dict[str, str], vcpus: int = limits.VCPUS.hi) -> None:
+        """What a backend can apply; one line of ValueError otherwise (a crafted log's
+        `speed` without a speed must not become a traceback mid-replay)."""
+        if name == "inject":
+            if "fault" not in args:
+                raise FaultError("inject needs a fault")
+            check_targets(parse_fault(args["fault"]), vcpus)
+        elif name == "step":
+            count = args.get("count", "1")
+            if not count.isdigit():
+                raise ValueError(f"step count must be a whole number, not {count!r}")
+            limits.STEP.check(int(count), "step count")
+        elif name == "speed":
+            speed = args.get("speed", "")
+            try:
+                value = math.inf if speed == "inf" else float(speed)
+            except ValueError:
+                value = math.nan
+            if not 0 < value < math.inf and speed != "inf":
+                raise ValueError(f"speed must be a positive number or inf, not {speed!r}")
+        elif name not in ("pause", "resume"):
+            raise ValueError(f"unknown command {name!r}")
 
     def _command(self, name: str, args: dict[str, str]) -> None:
         """A queued command at the moment it applies (see Backend.submit)."""

@@ -34,11 +34,6 @@ from engine.events import EventBus
 from engine.sim.perturb import Pct
 
 
-def _abort(_: Any) -> trio.lowlevel.Abort:
-    """A task waiting for the baton can always be cancelled (the run is being torn down)."""
-    return trio.lowlevel.Abort.SUCCEEDED
-
-
 class Finished(Exception):
     """Raised inside an actor when the simulation is over."""
 
@@ -47,17 +42,36 @@ QUANTUM_NS = 1_000
 
 
 class Actor:
-    __slots__ = ("blocked", "name", "quantum_end", "task", "vcpu")
+    __slots__ = ("abort", "blocked", "name", "parked", "quantum_end", "task", "vcpu")
 
     def __init__(self, name: str, vcpu: bool = False) -> None:
         self.name = name
         self.vcpu = vcpu
         self.task: trio.lowlevel.Task | None = None
         self.blocked = False
+        # Waiting for the baton in wait_task_rescheduled: only then may it be rescheduled.
+        self.parked = False
         self.quantum_end = 0
+        # Set by Sequencer.start (it needs the bus); built once, not per wait.
+        self.abort: Callable[[Any], trio.lowlevel.Abort] = _never_started
 
     def __repr__(self) -> str:
         return f"Actor({self.name})"
+
+
+def _never_started(_: Any) -> trio.lowlevel.Abort:
+    raise AssertionError("an actor waited for the baton before Sequencer.start")
+
+
+def _abort_for(actor: Actor, bus: EventBus) -> Callable[[Any], trio.lowlevel.Abort]:
+    def abort(_: Any) -> trio.lowlevel.Abort:
+        # Only a run being torn down cancels a parked actor: from here on nothing its
+        # clean-up code emits happened in the simulation.
+        bus.closed = True
+        actor.parked = False
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    return abort
 
 
 class Pacing:
@@ -131,6 +145,7 @@ class Sequencer:
             # An actor that returns gives the baton away for good.
             await self._pass_baton(actor, forever=True)
 
+        actor.abort = _abort_for(actor, self.bus)
         self._push(self.now, actor)
         self._actors.append(actor)
         nursery.start_soon(task, name=actor.name)
@@ -142,6 +157,7 @@ class Sequencer:
             await trio.lowlevel.checkpoint()
         await self._release_next()
         await self._finished.wait()
+        self.bus.closed = True
         nursery.cancel_scope.cancel()
 
     async def sleep(self, actor: Actor, ns: int) -> None:
@@ -196,6 +212,7 @@ class Sequencer:
         if not self._finished.is_set():
             self.stop_reason = reason
             self._finished.set()
+            self._poke.set()  # a paused or paced hand-over sees it at once
 
     # --- commands -----------------------------------------------------------------------
 
@@ -246,23 +263,33 @@ class Sequencer:
         if nxt is me:
             return
         if nxt is not None:
-            assert nxt.task is not None
-            trio.lowlevel.reschedule(nxt.task)
+            self._hand_to(nxt)
         if forever:
             return
-        await trio.lowlevel.wait_task_rescheduled(_abort)
+        me.parked = True  # _wait_for_baton, inlined: this is the hottest await of a run
+        await trio.lowlevel.wait_task_rescheduled(me.abort)
         if self._finished.is_set():
+            self.bus.closed = True  # Finished unwinds the actor: its clean-up is not the run's
             raise Finished
 
     async def _release_next(self) -> None:
         nxt = await self._next()
         if nxt is not None:
-            assert nxt.task is not None
-            trio.lowlevel.reschedule(nxt.task)
+            self._hand_to(nxt)
+
+    def _hand_to(self, actor: Actor) -> None:
+        # A cancelled run (Ctrl-C reaching some task, a closed TUI) wakes parked actors with
+        # Cancelled itself; rescheduling one of those again is trio's internal error
+        # (KeyError or AssertionError in reschedule). Such an actor is unwinding: skip it.
+        if actor.parked:
+            actor.parked = False
+            assert actor.task is not None
+            trio.lowlevel.reschedule(actor.task)
 
     @staticmethod
     async def _wait_for_baton(actor: Actor) -> None:
-        await trio.lowlevel.wait_task_rescheduled(_abort)
+        actor.parked = True
+        await trio.lowlevel.wait_task_rescheduled(actor.abort)
 
     async def _next(self) -> Actor | None:
         """Pop the next actor, pacing wall time and applying commands first."""
@@ -312,20 +339,24 @@ class Sequencer:
             if self._commands:
                 return
             self._poke = trio.Event()
-            if p.paused:
-                if p.step_until_seq > self.bus.seq:
+            try:
+                if p.paused:
+                    if p.step_until_seq > self.bus.seq:
+                        return
+                    await self._poke.wait()
+                    p.anchor_wall, p.anchor_virtual = trio.current_time(), self.bus.now
+                    continue
+                if next_t is None or p.speed == math.inf:
                     return
-                await self._poke.wait()
-                p.anchor_wall, p.anchor_virtual = trio.current_time(), self.bus.now
-                continue
-            if next_t is None or p.speed == math.inf:
-                return
-            due = p.anchor_wall + (next_t - p.anchor_virtual) / 1e9 / p.speed
-            now = trio.current_time()
-            if due <= now:
-                return
-            with trio.move_on_after(min(due - now, 0.25)):
-                await self._poke.wait()
+                due = p.anchor_wall + (next_t - p.anchor_virtual) / 1e9 / p.speed
+                now = trio.current_time()
+                if due <= now:
+                    return
+                with trio.move_on_after(min(due - now, 0.25)):
+                    await self._poke.wait()
+            except BaseException:
+                self.bus.closed = True  # torn down mid-wait (see _wait_for_baton)
+                raise
 
     def rebase(self) -> None:
         """Restart the wall-clock anchor (after a speed change or a resume)."""

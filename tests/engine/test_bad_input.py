@@ -327,14 +327,11 @@ def test_a_killed_run_leaves_a_log_readable_up_to_its_last_complete_line(tmp_pat
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        # The writer flushes at least every 100 ms: wait for a few flushes, then kill.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if path.exists() and path.stat().st_size > 200_000:
-                break
+        # The writer flushes at least every 100 ms: wait for a few flushes (however long a
+        # loaded machine takes to write them), then kill.
+        while not (path.exists() and path.stat().st_size > 200_000):
+            assert proc.poll() is None, "the run ended before writing its log"
             time.sleep(0.05)
-        else:
-            pytest.fail("the run wrote no log")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -1,48 +1,48 @@
 """The 2022 race on the real kernel, through the same sessions the model runs: legacy split
-and merge crash the guest within a bounded time, inhibit survives 1,000 updates, and every
-scenario real KVM can express gets the model's verdict."""
+and merge crash the guest, inhibit survives 1,000 updates, and every scenario real KVM can
+express gets the model's verdict.
+
+Real KVM follows the host's scheduler, so these runs are bounded by a number of updates, never
+by wall time, and assert only what the kernel guarantees. A crash needs the vCPU to fetch
+inside a DELETE..CREATE window: 92-97 % of updates were measured crashing the guest on
+this host; even at 30 % (a vCPU thread starved on a loaded machine) CRASH_BUDGET updates all
+surviving has odds below 1e-30. How fast it crashes is `slotlab bench`'s to measure.
+"""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 import trio
 
-from engine.backends.kvm.run import run_on_kvm
 from engine.backends.kvm.session import KvmSession
-from engine.events import Event, Exit, Inhibit, TxnBegin
+from engine.events import Event, Exit, Inhibit
 from engine.runner import make_config, run_session
 
-CRASH_BOUND_S = 1.0
+CRASH_BUDGET = 200  # updates (plus the boot layout) before a run that must crash gives up
+OK_BUDGET = 20  # updates a run that must survive makes
+LONG_NS = 600_000_000_000  # the duration never ends these runs: their update budget does
 
 
 def events_of(
-    scenario: str, strategy: str, duration_ns: int, **kw: int
+    scenario: str, strategy: str, max_transactions: int, duration_ns: int = LONG_NS
 ) -> tuple[KvmSession, list[Event]]:
     events: list[Event] = []
     session = KvmSession(
         make_config(scenario, strategy, duration_ns=duration_ns),
         observers=(events.append,),
-        **kw,  # type: ignore[arg-type]
+        max_transactions=max_transactions,
     )
     trio.run(session.run)
     return session, events
 
 
 @pytest.mark.parametrize("scenario", ["split", "merge"])
-def test_legacy_crashes_the_guest_within_a_bounded_time(scenario: str) -> None:
-    started = time.monotonic()
-    session, events = events_of(scenario, "legacy", 5_000_000_000)
-    wall = time.monotonic() - started
+def test_legacy_crashes_the_guest(scenario: str) -> None:
+    session, events = events_of(scenario, "legacy", CRASH_BUDGET + 1)
     s = session.summary()
     assert s["verdict"] == "crashed", s["explanation"]
     assert s["internal_errors"] >= 1
-    first_update = next(e.t for e in events if isinstance(e, TxnBegin) and e.txn > 1)
     crash = next(e for e in events if isinstance(e, Exit) and e.reason == "KVM_EXIT_INTERNAL_ERROR")
-    # On this host 92-97 % of such updates kill the guest, within about a millisecond.
-    assert (crash.t - first_update) / 1e9 < CRASH_BOUND_S
-    assert wall < CRASH_BOUND_S + 1.0  # the VM stops at the crash; nothing waits for the duration
     # The fetch fails inside the loop (inc or jmp), reported at the model's addresses.
     assert crash.rip in (0x1000, 0x1004)
     assert crash.suberror == 1
@@ -52,7 +52,7 @@ def test_legacy_crashes_the_guest_within_a_bounded_time(scenario: str) -> None:
 
 
 def test_inhibit_survives_a_thousand_split_and_merge_updates() -> None:
-    session, events = events_of("split", "inhibit", 60_000_000_000, max_transactions=1001)
+    session, events = events_of("split", "inhibit", 1001)
     s = session.summary()
     assert s["transactions"] - 1 >= 1000  # the boot layout is not an update
     assert s["internal_errors"] == 0
@@ -64,9 +64,12 @@ def test_inhibit_survives_a_thousand_split_and_merge_updates() -> None:
     assert s["vcpu_stall_ns"] > 0
 
 
-# Every scenario that real KVM can express, on both strategies it can express: the kernel and
-# the model must reach the same verdict (the race is near-certain on this host, so a
-# crash the model predicts shows up within the first few updates).
+# Every scenario that real KVM can express, on both strategies it can express. Where the model
+# says the guest survives, the kernel guarantees it (no window opens under a running vCPU, or
+# none runs); where the model says it crashes, the kernel crashes within CRASH_BUDGET updates.
+# Lost dirty pages are inferred on real KVM from guest RAM that changed between the last
+# harvest and the DELETE, a window the guest may not run in at all on a loaded host: the
+# kernel reaches the model's finding or none, never another one.
 SCENARIOS = ["split", "merge", "resize", "bar-overlay", "hotplug", "move", "dirty-log", "weeds"]
 
 
@@ -74,12 +77,17 @@ SCENARIOS = ["split", "merge", "resize", "bar-overlay", "hotplug", "move", "dirt
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_the_kernel_reaches_the_models_verdict(scenario: str, strategy: str) -> None:
     model = run_session(make_config(scenario, strategy))
-    # Lost dirty pages on real KVM are inferred from guest RAM (a lower bound), so dirty-log
-    # gets more rounds to show them; a loaded machine runs fewer per second.
-    duration = 1_000_000_000 if scenario == "dirty-log" else 250_000_000
-    real = run_on_kvm(make_config(scenario, strategy, duration_ns=duration), None)
+    budget = CRASH_BUDGET if model["verdict"] == "crashed" else OK_BUDGET
+    session, _ = events_of(scenario, strategy, budget + 1)
+    real = session.summary()
     both = f"\nmodel: {model}\nkvm:   {real}"
     assert set(real) == set(model), both
-    assert real["verdict"] == model["verdict"], both
     assert (real["internal_errors"] > 0) == (model["internal_errors"] > 0), both
-    assert {v["kind"] for v in real["violations"]} == {v["kind"] for v in model["violations"]}, both
+    model_kinds = {v["kind"] for v in model["violations"]}
+    real_kinds = {v["kind"] for v in real["violations"]}
+    if model["verdict"] == "violation" and model_kinds == {"lost_dirty"}:
+        assert real["verdict"] in ("violation", "ok"), both
+        assert real_kinds <= model_kinds, both
+    else:
+        assert real["verdict"] == model["verdict"], both
+        assert real_kinds == model_kinds, both

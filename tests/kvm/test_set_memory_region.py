@@ -38,7 +38,7 @@ ENTRY = 0x1000
 LOOP = ["top:", f"load [{MEM_REGION_GPA:#x}]", f"store [{OUT:#x}]", "jmp top"]
 LOOP_RIPS = {ENTRY, ENTRY + 4, ENTRY + 8}
 MODEL_CODE_HVA, MODEL_DATA_HVA = 0x7F00_0000_0000, 0x7F00_0010_0000
-PHASE_S = 3.0
+PHASE_S = 120.0  # a hang guard: each phase takes milliseconds on an idle host
 BACKENDS = ["model", "kvm"]
 
 

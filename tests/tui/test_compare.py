@@ -3,6 +3,7 @@ table and a bar chart."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from multiprocessing import resource_tracker
@@ -31,6 +32,9 @@ class FakeCompare:
         self.calls: list[tuple[Any, ...]] = []
         self.threads: list[int] = []
         self.gate = gate
+        # Set when the matrix is half done and holding at the gate: every progress report
+        # before it has been applied (call_from_thread waits for the UI thread).
+        self.halfway = threading.Event()
 
     def __call__(
         self,
@@ -46,7 +50,8 @@ class FakeCompare:
         total = len(strategies) * seeds
         for done in range(1, total + 1):
             if self.gate is not None and done == total // 2:
-                assert self.gate.wait(10)
+                self.halfway.set()
+                self.gate.wait()  # the test always opens it; no wall-clock bound to miss
             if progress is not None:
                 progress(done, total)
         return [
@@ -106,20 +111,22 @@ async def test_progress_shows_while_running(app_factory: AppFactory) -> None:
     fake = FakeCompare(gate)
     app = app_factory(compare_fn=fake)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(app, pilot)
-        await pilot.press("c")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, CompareScreen)
-        total = len(STRATEGIES) * 5
-        for _ in range(200):
+        try:
+            await settle(app, pilot)
+            await pilot.press("c")
             await pilot.pause()
-            if screen.query_one(ProgressBar).progress >= total // 2 - 1:
-                break
-        bar = screen.query_one(ProgressBar)
-        assert 0 < bar.progress < total
-        assert screen.query_one(DataTable).row_count == 0
-        gate.set()
+            screen = app.screen
+            assert isinstance(screen, CompareScreen)
+            total = len(STRATEGIES) * 5
+            # Wait in a helper thread so the UI keeps serving the worker's progress reports;
+            # how long it takes does not matter, only that the worker got half way.
+            await asyncio.get_running_loop().run_in_executor(None, fake.halfway.wait)
+            await pilot.pause()
+            bar = screen.query_one(ProgressBar)
+            assert bar.progress == total // 2 - 1
+            assert screen.query_one(DataTable).row_count == 0
+        finally:
+            gate.set()  # a failed assertion must not leave the worker thread waiting
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert screen.query_one(DataTable).row_count == len(STRATEGIES)

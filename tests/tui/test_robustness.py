@@ -1,10 +1,10 @@
-"""No crash under 10,000 random key presses, a resize storm, or a tiny terminal."""
+"""No crash under random key presses (1,000 in the default run, 10,000 behind `slow`: counted,
+never timed), a resize storm, or a tiny terminal."""
 
 from __future__ import annotations
 
 import gc
 import random
-import time
 import unicodedata
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +36,6 @@ KEYS = [
 ]  # fmt: skip
 PRESSES = 10_000
 BURST = 5
-TIME_LIMIT = 300.0
 
 
 def instant_compare(*args: Any) -> list[dict[str, Any]]:
@@ -66,7 +65,10 @@ def key_event(key: str) -> events.Key:
 
 
 @pytest.mark.asyncio
-async def test_ten_thousand_random_keys(app_factory: AppFactory) -> None:
+@pytest.mark.parametrize(
+    "presses", [1_000, pytest.param(PRESSES, marks=pytest.mark.slow, id="10000")]
+)
+async def test_random_keys(app_factory: AppFactory, presses: int) -> None:
     """Keys arrive as fast as a key-masher types them: in bursts, the app catching up
     between bursts (Pilot.press would wait for an idle CPU after every key, which makes
     10,000 presses take many minutes and depends on wall time)."""
@@ -79,19 +81,16 @@ async def test_ten_thousand_random_keys(app_factory: AppFactory) -> None:
 
     # `q`, ctrl+q and the palette's Quit all land here; test_keys covers a real quit.
     app.action_quit = count_quit  # type: ignore[method-assign]
-    start = time.monotonic()
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(app, pilot)
         driver = app._driver
         assert driver is not None
-        for i in range(0, PRESSES, BURST):
+        for _ in range(0, presses, BURST):
             for _ in range(BURST):
                 event = key_event(rng.choice(KEYS))
                 event.set_sender(app)
                 driver.send_message(event)
             await pilot._wait_for_screen()
-            # Bounded run time: the test fails rather than hangs.
-            assert time.monotonic() - start < TIME_LIMIT, f"too slow after {i} presses"
         await pilot.pause()
         assert app.is_running
         assert quits  # the ways out were pressed too

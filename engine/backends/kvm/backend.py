@@ -218,6 +218,8 @@ class KvmBackend:
         if not self.stopping:
             self.stopping = True
             self._stop_reason = reason
+            # What the cancelled tasks' clean-up emits (an `inhibit end`) is not the run's.
+            self.bus.closed = True
             if self._vcpus is not None:
                 self._vcpus.stopping = True
         if self._nursery is not None:

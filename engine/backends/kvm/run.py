@@ -15,6 +15,7 @@ from engine.backends.kvm.session import (
 )
 from engine.scenarios import Scenario, load_scenario
 from engine.session import RunConfig
+from engine.signals import run_interruptible
 
 
 def check_kvm_run(scenario: str | Scenario, strategy: str) -> None:
@@ -36,5 +37,5 @@ def run_on_kvm(config: RunConfig, log: str | None) -> dict[str, Any]:
     check_faults(config)
     check_kvm_run(config.scenario, config.strategy)
     session = KvmSession(config, log_path=log)
-    trio.run(session.run)
+    trio.run(run_interruptible, session.run, session.interrupt)
     return session.summary()
