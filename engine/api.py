@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from engine import __version__ as VERSION
 from engine import cli as headless_cli
+from engine import limits
 from engine.bench import Measure, format_table, suite
 from engine.cli import default_log_path
 from engine.compare import compare_matrix
@@ -135,6 +136,7 @@ __all__ = [
     "format_ns",
     "format_table",
     "headless_cli",
+    "limits",
     "load_scenario",
     "make_config",
     "open_replay",

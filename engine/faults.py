@@ -19,6 +19,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+from engine import limits
 from engine.events import EventBus, Injected
 from engine.units import parse_duration
 
@@ -121,18 +122,29 @@ def parse_fault(text: str) -> FaultSpec:
     spec = FaultSpec(kind, params, times=kind.default_times)
     try:
         for key in params:
-            if key in ("vcpu", "gpa"):
-                spec.integer(key)
+            if key == "vcpu":
+                limits.FAULT_VCPU.check(spec.integer(key))
+            elif key == "gpa":
+                limits.GPA.check(spec.integer(key))
             else:
-                spec.duration(key)
+                limits.FAULT_NS.check(spec.duration(key))
         spec.probability = float(knobs.get("probability", "100"))
-        spec.interval = int(knobs.get("interval", "1"))
-        spec.times = int(knobs.get("times", str(spec.times)))
+        spec.interval = limits.INTERVAL.check(int(knobs.get("interval", "1"), 0))
+        spec.times = limits.TIMES.check(int(knobs.get("times", str(spec.times)), 0))
     except ValueError as err:
         raise FaultError(f"fault {name}: {err}") from None
-    if not 0 <= spec.probability <= 100 or spec.interval < 1 or spec.times < -1:
-        raise FaultError(f"fault {name}: probability must be 0..100, interval >= 1, times >= -1")
+    if not 0 <= spec.probability <= 100:
+        raise FaultError(f"fault {name}: probability must be 0..100, not {knobs['probability']}")
     return spec
+
+
+def check_targets(spec: FaultSpec, vcpus: int) -> None:
+    """A fault aimed at a vCPU the run does not have would never fire: refuse it."""
+    if "vcpu" in spec.params and spec.integer("vcpu") >= vcpus:
+        raise FaultError(
+            f"fault {spec.kind.name}: vcpu {spec.integer('vcpu')} does not exist "
+            f"(the run has {vcpus} vCPU{'s' if vcpus > 1 else ''}: 0..{vcpus - 1})"
+        )
 
 
 def parse_fault_file(path: str) -> list[tuple[int, FaultSpec]]:
@@ -148,7 +160,7 @@ def parse_fault_file(path: str) -> list[tuple[int, FaultSpec]]:
             continue
         when, _, fault = line.partition(" ")
         try:
-            t = parse_duration(when)
+            t = limits.FAULT_TIME_NS.check(parse_duration(when))
             spec = parse_fault(fault)
         except ValueError as err:
             raise FaultError(f"{path}:{no}: {err}") from None

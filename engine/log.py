@@ -8,6 +8,7 @@ reader validates every line against the event union and says which line is wrong
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Union
 
@@ -124,16 +125,21 @@ class SessionLog(msgspec.Struct):
 _decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(LogLine)
 
 
-def read_log(path: str | Path) -> SessionLog:
-    """Parse and validate a session log (plain, gzip, zstd, or `-` for stdin); LogError names
-    the file, line and reason."""
+class LogItem(msgspec.Struct):
+    """One line of a log as iter_log yields it: its number, what it decoded to, its bytes."""
+
+    no: int
+    obj: Header | VerdictLine | Event
+    line: bytes
+
+
+def iter_log(path: str | Path) -> Iterator[LogItem]:
+    """Every line of a log, validated, one at a time (plain, gzip, zstd, or `-` for stdin):
+    readers that stream (check, replay --verify) hold one line, whatever the log's size.
+    LogError names the file, line and reason. CRLF line ends read as LF."""
     p = display_name(path)
-    header: Header | None = None
-    events: list[Event] = []
-    raw: list[bytes] = []
-    verdict: VerdictLine | None = None
-    verdict_line = b""
     no = 0
+    seen_verdict = False
     try:
         for line in log_lines(path):
             no += 1
@@ -141,29 +147,48 @@ def read_log(path: str | Path) -> SessionLog:
                 raise LogError(
                     f"{p}:{no}: truncated line (the run was killed mid-write?); {no - 1} complete lines precede it"
                 )
-            line = line[:-1]
-            if verdict is not None:
+            line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+            if seen_verdict:
                 raise LogError(f"{p}:{no - 1}: the verdict must be the last line")
             try:
                 obj = _decoder.decode(line)
             except msgspec.ValidationError as err:
-                raise LogError(f"{p}:{no}: not a slotlab log line: {err}") from None
+                raise LogError(f"{p}:{no}: not a slotlab log line: {_cut(str(err))}") from None
             except msgspec.DecodeError as err:
-                raise LogError(f"{p}:{no}: corrupted line: {err}") from None
+                raise LogError(f"{p}:{no}: corrupted line: {_cut(str(err))}") from None
             if no == 1:
-                header = check_header(obj, p)
+                obj = check_header(obj, p)
             elif isinstance(obj, Header):
                 raise LogError(f"{p}:{no}: a second header")
-            elif isinstance(obj, VerdictLine):
-                verdict, verdict_line = obj, line
-            else:
-                events.append(obj)
-                raw.append(line)
+            seen_verdict = isinstance(obj, VerdictLine)
+            yield LogItem(no, obj, line)
     except LogIOError as err:
         raise LogError(str(err)) from None
-    if header is None:
+    if no == 0:
         raise LogError(f"{p}:1: empty file, not a slotlab session log")
-    return SessionLog(header, events, verdict, raw, verdict_line)
+
+
+def _cut(text: str, keep: int = 200) -> str:
+    return text if len(text) <= keep else f"{text[:keep]}..."
+
+
+def read_log(path: str | Path) -> SessionLog:
+    """Parse and validate a whole session log into memory (the TUI's replay wants it all)."""
+    header: Header | None = None
+    events: list[Event] = []
+    raw: list[bytes] = []
+    verdict: VerdictLine | None = None
+    verdict_bytes = b""
+    for item in iter_log(path):
+        if isinstance(item.obj, Header):
+            header = item.obj
+        elif isinstance(item.obj, VerdictLine):
+            verdict, verdict_bytes = item.obj, item.line
+        else:
+            events.append(item.obj)
+            raw.append(item.line)
+    assert header is not None
+    return SessionLog(header, events, verdict, raw, verdict_bytes)
 
 
 def check_header(obj: object, name: str) -> Header:

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
-import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
 
+from engine import limits
 from engine.checker import Checker, Verdict
-from engine.events import Command, Event, Subscriber, Violation
-from engine.faults import parse_fault, parse_fault_file
-from engine.log import Header, LogError, SessionLog, encode_event, read_log, verdict_line
+from engine.events import Command, Event, Subscriber
+from engine.faults import check_targets, parse_fault, parse_fault_file
+from engine.log import Header, SessionLog, encode_event
 from engine.scenarios import Scenario, load_scenario, parse_scenario
 from engine.scenarios.loader import builtin_dir
 from engine.session import RunConfig, Session
-from engine.signals import INTERRUPTED, run_interruptible
+from engine.signals import run_interruptible
 from engine.sim.perturb import Perturb
 from engine.sim.runtime import Pacing
 from engine.vmm.strategies import get_strategy
+
+if TYPE_CHECKING:
+    from engine.verify import LogOutline
 
 
 def make_config(
@@ -35,12 +38,24 @@ def make_config(
     naive: bool = False,
     perturb: Perturb | None = None,
 ) -> RunConfig:
-    """Validate everything a run needs before it starts; raises ValueError with one line."""
+    """Validate everything a run needs before it starts; raises ValueError with one line
+    naming the option (engine.limits has the bounds)."""
     sc = load_scenario(scenario)
     text = _scenario_text(scenario, sc)
+    limits.SEED.check(seed, "--seed")
+    if vcpus is not None:
+        limits.VCPUS.check(vcpus, "--vcpus")
+    if duration_ns is not None:
+        limits.DURATION_NS.check(duration_ns, "--duration")
+    for key, value in (host or {}).items():
+        limits.check_host_option(key, value, f"--host {key}")
+    nr_vcpus = vcpus or sc.vcpus
     for f in faults or []:
-        parse_fault(f)
-    script = [(t, spec.text()) for t, spec in parse_fault_file(faults_file)] if faults_file else []
+        check_targets(parse_fault(f), nr_vcpus)
+    timed = parse_fault_file(faults_file) if faults_file else []
+    for _, spec in timed:
+        check_targets(spec, nr_vcpus)
+    script = [(t, spec.text()) for t, spec in timed]
     return RunConfig(
         scenario=sc,
         strategy=strategy,
@@ -75,23 +90,27 @@ def run_session(config: RunConfig, log: str | None = None) -> dict[str, Any]:
 
 
 def config_from_log(log: SessionLog) -> RunConfig:
-    h = log.header
+    return config_from_header(log.header)
+
+
+def config_from_header(h: Header) -> RunConfig:
     sc = parse_scenario(h.scenario_text, f"{h.scenario}.toml (from the log header)")
-    # A header that parses can still be nonsense: refuse it before anything runs.
-    if h.vcpus < 1 or h.duration_ns < 1:
-        raise ValueError(f"vcpus and duration_ns must be positive, not {h.vcpus}, {h.duration_ns}")
+    # A header that parses can still be nonsense, or crafted (a billion vCPUs, 2^60 ns):
+    # the same bounds as the command line, before anything runs.
+    limits.VCPUS.check(h.vcpus)
+    limits.DURATION_NS.check(h.duration_ns)
+    limits.SEED.check(h.seed)
+    for key, value in h.host.items():
+        if key not in limits.HOST_TEXT:
+            limits.check_host_option(key, value, "host")
     get_strategy(h.strategy)
     for f in h.faults:
-        parse_fault(f)
+        check_targets(parse_fault(f), h.vcpus)
     for entry in h.fault_script:
-        if not (
-            len(entry) == 2
-            and isinstance(entry[0], int)
-            and entry[0] >= 0
-            and isinstance(entry[1], str)
-        ):
+        if not (len(entry) == 2 and isinstance(entry[1], str)):
             raise ValueError(f"fault_script entry {entry!r} is not [time_ns, fault]")
-        parse_fault(entry[1])
+        limits.FAULT_TIME_NS.check(entry[0], "fault_script")
+        check_targets(parse_fault(entry[1]), h.vcpus)
     return RunConfig(
         scenario=sc,
         strategy=h.strategy,
@@ -141,127 +160,18 @@ class VerifyResult:
     message: str
 
 
-MISMATCH_SHOWN = 300
-"""Characters of a differing line shown in a MISMATCH (a crafted line may be megabytes)."""
-
-
-def _cut(line: bytes) -> str:
-    text = line.decode("utf-8", "replace")
-    if len(text) <= MISMATCH_SHOWN:
-        return text
-    return f"{text[:MISMATCH_SHOWN]}... ({len(text) - MISMATCH_SHOWN} more characters)"
-
-
-def _signal_of(log: SessionLog) -> int:
-    """The signal an interrupted log names (`SIGTERM stopped the run ...`); 0 otherwise."""
-    if log.verdict is None or log.verdict.verdict != INTERRUPTED:
-        return 0
-    name = log.verdict.explanation.partition(" ")[0]
-    return int(signal.Signals[name]) if name in signal.Signals.__members__ else signal.SIGINT
-
-
-class _Comparer:
-    """Compares each replayed event with the log's as it is produced, keeping none, and
-    stops the replay at the first difference, or where a cut-short or interrupted run's
-    events end: a crafted duration cannot make a verification run forever."""
-
-    def __init__(self, want: list[bytes], stop_after: bool, signum: int) -> None:
-        self.want = want
-        self.stop_after = stop_after
-        self.signum = signum
-        self.count = 0
-        self.differs: tuple[int, bytes] | None = None
-        self.session: Session | None = None
-
-    def __call__(self, event: Event) -> None:
-        if self.differs is not None:
-            return
-        i = self.count
-        self.count += 1
-        got = encode_event(event)
-        session = self.session  # None while the boot layout is installed
-        if i >= len(self.want) or self.want[i] != got:
-            self.differs = (i, got)
-            if session is not None:
-                session.seq.finish("mismatch")
-        elif self.stop_after and self.count == len(self.want) and session is not None:
-            self.stop_here(session)
-
-    def stop_here(self, session: Session) -> None:
-        """The recorded run stopped at the hand-over after this event; so does its replay."""
-        if self.signum:
-            session.interrupt(self.signum)
-        else:
-            session.seq.finish("cut short")
-
-
 def verify_log(path: str) -> VerifyResult:
-    log = read_log(path)
-    if log.header.host.get("backend") == "kvm":
-        # A real /dev/kvm run follows the wall clock and the host's scheduler: nothing replays it.
-        raise LogError(
-            f"{path}:1: a --backend kvm run is wall-clock and nondeterministic and cannot be "
-            f"replayed or verified; judge it with `slotlab check {path}`"
-        )
-    try:
-        config_from_log(log)
-    except ValueError as err:
-        raise LogError(f"{path}:1: the header cannot be replayed: {err}") from None
-    want = log.event_lines
-    signum = _signal_of(log)
-    cmp = _Comparer(want, stop_after=bool(signum) or log.verdict is None, signum=signum)
-    session = replay_session(log, cmp)
-    cmp.session = session
-    if cmp.stop_after and cmp.count == len(want):
-        cmp.stop_here(session)  # it stopped right after the boot layout
-    if cmp.differs is None:
-        trio.run(run_interruptible, session.run, session.interrupt)
-    if cmp.differs is not None:
-        i, got = cmp.differs
-        if i >= len(want):
-            return VerifyResult(
-                False, i + 1, f"the log has {len(want)} events, the replay produced more"
-            )
-        return VerifyResult(
-            False,
-            i + 1,
-            f"event {i + 1} differs:\n  log:    {_cut(want[i])}\n  replay: {_cut(got)}",
-        )
-    if cmp.count != len(want):
-        return VerifyResult(
-            False, cmp.count, f"the log has {len(want)} events, the replay produced {cmp.count}"
-        )
-    if log.verdict is None:
-        raise LogError(
-            f"{path}:{len(want) + 2}: no verdict line: the run was cut short; its "
-            f"{len(want)} events replay identically, but only a finished run verifies"
-        )
-    mismatch = verdict_mismatch(log, session)
-    if mismatch:
-        return VerifyResult(False, cmp.count, mismatch)
-    upto = ", up to the interruption" if signum else ""
-    return VerifyResult(
-        True, cmp.count, f"{cmp.count} events and the verdict identical, byte for byte{upto}"
-    )
+    """`replay --verify`: streams the log, whatever its size (engine.verify)."""
+    from engine.verify import verify_streaming
+
+    return verify_streaming(path)
 
 
-def verdict_mismatch(log: SessionLog, session: Session) -> str:
-    """The replay's own verdict line against the recorded one; '' when they agree.
+def check_log(path: str) -> tuple[Verdict, LogOutline]:
+    """`check`: the checker over a recorded log's events, streamed (engine.verify)."""
+    from engine.verify import check_streaming
 
-    Schema 1 logs recorded their own path in the summary, so for them the comparison is of
-    the decoded line less that key; from schema 2 on it is of the bytes.
-    """
-    verdict = session.result or session.checker.verdict()
-    derived = verdict_line(verdict.verdict, verdict.explanation, session.summary())
-    want = log.verdict_line
-    got = msgspec.json.encode(derived)
-    if log.header.schema < 2 and log.verdict is not None:
-        want = msgspec.json.encode(
-            verdict_line(log.verdict.verdict, log.verdict.explanation, log.verdict.summary)
-        )
-    if want == got:
-        return ""
-    return f"the verdict line differs:\n  log:    {_cut(want)}\n  replay: {_cut(got)}"
+    return check_streaming(path)
 
 
 def checker_for(header: Header) -> Checker:
@@ -274,17 +184,6 @@ def checker_for(header: Header) -> Checker:
 
         return KvmChecker(atomic)
     return Checker(atomic)
-
-
-def check_log(path: str) -> tuple[Verdict, SessionLog]:
-    """The checker on a recorded log: re-judge its events without re-executing anything."""
-    log = read_log(path)
-    checker = checker_for(log.header)
-    for event in log.events:
-        # Violations in the log are the online checker's own findings; judge afresh.
-        if not isinstance(event, Violation):
-            checker.observe(event)
-    return checker.verdict(), log
 
 
 def summary_json(summary: dict[str, Any]) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from engine.api import (
     LogError,
     ScenarioError,
+    limits,
     open_replay,
     parse_duration,
     register_bench_group,
@@ -182,8 +183,10 @@ def _complete_files(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> LaunchOptions:
-    if args.vcpus is not None and not 1 <= args.vcpus <= 1024:
-        raise ValueError(f"--vcpus must be 1..1024, not {args.vcpus}")
+    if args.vcpus is not None:
+        limits.VCPUS.check(args.vcpus, "--vcpus")
+    for key, value in args.host:
+        limits.check_host_option(key, value, f"--host {key}")
     faults = [] if args.no_faults or args.fault is None else args.fault
     opts = LaunchOptions(
         scenario=args.scenario,

@@ -55,8 +55,15 @@ def machine() -> dict[str, Any]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.only and args.only.partition(".")[0] not in GROUPS:
+        raise ValueError(
+            f"--only {args.only}: no such group (groups: {', '.join(GROUPS)}; "
+            "or a measure name that starts with one)"
+        )
     start = time.perf_counter()
     measures, skipped = run_suite(args.quick, args.only)
+    if args.only and not measures and not skipped:
+        raise ValueError(f"--only {args.only}: no measure of that name")
     wall = time.perf_counter() - start
     if args.json:
         print(

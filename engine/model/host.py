@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from engine.limits import check_host_option
 from engine.model import constants as c
 from engine.model.profiles import DEFAULT_PROFILE, Profile, get_profile
 
@@ -51,16 +52,10 @@ class Host:
         profile = get_profile(self.profile)
         if self.nr_address_spaces == 0:
             object.__setattr__(self, "nr_address_spaces", profile.nr_address_spaces)
-        if self.nr_address_spaces not in (1, 2):
-            raise ValueError(f"nr_address_spaces must be 1 or 2, not {self.nr_address_spaces}")
-        if not 32 <= self.maxphyaddr <= 57:
-            raise ValueError(f"maxphyaddr must be within 32..57, not {self.maxphyaddr}")
-        if not 0 < self.nr_memslots <= c.KVM_USER_MEM_SLOTS:
-            raise ValueError(f"nr_memslots must be within 1..{c.KVM_USER_MEM_SLOTS}")
-        if self.fetch_noslot not in ("internal_error", "mmio_len0"):
-            raise ValueError(
-                f"fetch_noslot must be internal_error or mmio_len0, not {self.fetch_noslot}"
-            )
+        # Every option by type and bounds (engine.limits): `readonly_mem=2` or
+        # `maxphyaddr="52"` from a command line or a crafted log header must not get in.
+        for field in dataclasses.fields(self):
+            check_host_option(field.name, getattr(self, field.name))
 
     @property
     def max_gfn(self) -> int:

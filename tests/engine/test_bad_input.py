@@ -47,7 +47,7 @@ ARGS = {
     "unknown fault": (["run", "--fault", "meteor"], ["unknown fault 'meteor'"]),
     "fault bad duration": (["run", "--fault", "race=window=soon"], ["fault race", "'soon'"]),
     "fault bad knob": (["run", "--fault", "race=probability=200"], ["probability must be 0..100"]),
-    "fault bad interval": (["run", "--fault", "gp-delay=interval=0"], ["interval >= 1"]),
+    "fault bad interval": (["run", "--fault", "gp-delay=interval=0"], ["interval must be 1.."]),
     "fault unknown param": (["run", "--fault", "race=colour=red"], ["unknown parameter 'colour'"]),
     "fault param without value": (["run", "--fault", "race=window"], ["'window' is not key=value"]),
     "fault times not int": (["run", "--fault", "weeds=times=x"], ["fault weeds"]),
