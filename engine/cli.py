@@ -84,8 +84,13 @@ def _int_in(lo: int, hi: int) -> Any:
     return parse
 
 
-SEED = _int_in(0, 2**64 - 1)
-VCPUS = _int_in(1, 1024)
+def _bounded(bound: limits.Bound) -> Any:
+    """An argparse type for one of engine.limits' bounds (the same for files and headers)."""
+    return _int_in(bound.lo, bound.hi)
+
+
+SEED = _bounded(limits.SEED)
+VCPUS = _bounded(limits.VCPUS)
 
 
 def _duration(text: str) -> int:
@@ -239,9 +244,17 @@ def build_parser(prog: str = "slotlab") -> argparse.ArgumentParser:
     sub.add_parser("faults", help="list the injectable faults")
     cmp_ = sub.add_parser("compare", help="every strategy on the same seeds, as a matrix")
     cmp_.add_argument("--scenario", default="split", help="a scenario, or all")
-    cmp_.add_argument("--seeds", type=_int_in(1, 100_000), default=10, help="seeds 1..N per cell")
     cmp_.add_argument(
-        "--jobs", type=_int_in(1, 256), default=os.cpu_count() or 1, help="worker processes"
+        "--seeds", type=_bounded(limits.SEEDS), default=10, help="seeds 1..N per cell"
+    )
+    cmp_.add_argument(
+        "--jobs",
+        type=_bounded(limits.JOBS),
+        default=os.cpu_count() or 1,
+        help="worker processes (capped at the CPUs unless --force-jobs)",
+    )
+    cmp_.add_argument(
+        "--force-jobs", action="store_true", help="allow more --jobs than there are CPUs"
     )
     cmp_.add_argument(
         "--fault",

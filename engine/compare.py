@@ -12,11 +12,14 @@ The rows (engine/matrix.py) are pure; this module runs them and renders the matr
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Callable
 
 import msgspec
 import trio
 
+from engine import limits
 from engine.compare_table import matrix_table
 from engine.matrix import (
     LEGEND,
@@ -175,6 +178,20 @@ async def _run_parallel(
 # --- the command ------------------------------------------------------------------------
 
 
+def capped_jobs(jobs: int, force: bool) -> int:
+    """More worker processes than CPUs only slows every run down (64 on 2 cores started 33
+    processes): cap at the CPU count, saying so, unless the user insists."""
+    limits.JOBS.check(jobs, "--jobs")
+    cpus = os.cpu_count() or 1
+    if jobs <= cpus or force:
+        return jobs
+    print(
+        f"slotlab: --jobs {jobs} capped at {cpus}, the CPUs here (--force-jobs to insist)",
+        file=sys.stderr,
+    )
+    return cpus
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     if args.backend in ("kvm", "both"):
         return _kvm_compare(args)
@@ -183,6 +200,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     # Bad input is reported before the progress bar appears.
     for name in names:
         _validate(name, strategies, args.seeds, args.jobs, args.fault)
+    args.jobs = capped_jobs(args.jobs, args.force_jobs)
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn

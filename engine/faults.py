@@ -21,7 +21,7 @@ from pathlib import Path
 
 from engine import limits
 from engine.events import EventBus, Injected
-from engine.units import parse_duration
+from engine.units import NotText, decode_text, parse_duration
 
 KNOBS = ("probability", "interval", "times")
 
@@ -150,9 +150,11 @@ def check_targets(spec: FaultSpec, vcpus: int) -> None:
 def parse_fault_file(path: str) -> list[tuple[int, FaultSpec]]:
     """Lines of `TIME FAULT[=ARGS]`, e.g. `150us reader-stall=duration=1ms`; # comments."""
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = decode_text(Path(path).read_bytes(), path).splitlines()
     except OSError as err:
         raise FaultError(f"{path}: cannot read: {err.strerror}") from None
+    except NotText as err:
+        raise FaultError(str(err)) from None
     script: list[tuple[int, FaultSpec]] = []
     for no, raw in enumerate(lines, 1):
         line = raw.split("#", 1)[0].strip()

@@ -31,6 +31,8 @@ class Bound:
     def check(self, value: Any, where: str = "") -> int:
         """``value`` as an int within [lo, hi]; LimitError naming ``where`` otherwise. Booleans
         are not numbers here, and neither are strings that look like one."""
+        if type(value) is int and self.lo <= value <= self.hi:
+            return value  # the common case, first: a scenario checks 200,000 of these
         what = _what(self.name, where)
         if not isinstance(value, int) or isinstance(value, bool):
             raise LimitError(f"{what} must be an integer, not {value!r}")
@@ -57,7 +59,7 @@ def _short(value: int) -> str:
 # --- a run ---------------------------------------------------------------------------------
 
 VCPUS = Bound("vcpus", 1, 1024, "KVM_CAP_MAX_VCPUS on this kernel; every vCPU is a task")
-SEED = Bound("seed", 0, (1 << 63) - 1, "a 64-bit signed seed, as the logs record it")
+SEED = Bound("seed", 0, U64, "a 64-bit seed, as the logs record it")
 DURATION_NS = Bound(
     "duration", 1, 3600 * NS_PER_S, "an hour of virtual time is millions of updates already"
 )
@@ -65,8 +67,8 @@ PERIOD_NS = Bound(
     "period", 100, 3600 * NS_PER_S, "below 100 ns the VMM would do nothing but transactions"
 )
 SYNC_NS = Bound("sync", 100, 3600 * NS_PER_S, "dirty-log harvests; 0 would never advance time")
-JOBS = Bound("jobs", 1, 1024, "worker processes; capped at the CPU count unless forced")
-SEEDS = Bound("seeds", 1, 1_000_000, "runs per strategy in a compare")
+JOBS = Bound("jobs", 1, 256, "worker processes; capped at the CPU count unless forced")
+SEEDS = Bound("seeds", 1, 100_000, "runs per strategy in a compare")
 PORT = Bound("port", 1, 65535, "a TCP port")
 STEP = Bound("step", 1, 1_000_000_000, "events a paused run advances by")
 
@@ -81,7 +83,7 @@ TIMES = Bound("times", -1, (1 << 31) - 1, "how often it may fire; -1 for no limi
 # --- a scenario ----------------------------------------------------------------------------
 
 REGIONS = Bound(
-    "regions", 1, 65_536, "per layout; QEMU traces with thousands of slots load in linear time"
+    "regions", 0, 65_536, "per layout; QEMU traces with thousands of slots load in linear time"
 )
 GPA = Bound("gpa", 0, U64, "a guest physical address; gpa + size must fit in 64 bits too")
 SIZE = Bound("size", 1, U64, "bytes; page-aligned, and gpa + size must fit in 64 bits")

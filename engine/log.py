@@ -7,6 +7,7 @@ reader validates every line against the event union and says which line is wrong
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,7 +71,10 @@ class LogError(ValueError):
 class LogWriter:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._file = open_sink(self.path)
+        try:
+            self._file = open_sink(self.path)
+        except OSError as err:
+            raise LogError(f"{path}: cannot write the session log: {err.strerror}") from None
         self._closed = False
         self._encoder = msgspec.json.Encoder()
         self._buf = bytearray()
@@ -100,10 +104,19 @@ class LogWriter:
 
     def flush(self) -> None:
         if self._buf and not self._closed:
-            self._file.write(self._buf)
+            try:
+                self._file.write(self._buf)
+                self._file.flush()
+            except OSError as err:
+                # A full disk or /dev/full: one line, and no second try at close().
+                self._closed = True
+                with contextlib.suppress(OSError):
+                    self._file.close()
+                raise LogError(
+                    f"{self.path}: cannot write the session log: {err.strerror}"
+                ) from None
             self.bytes += len(self._buf)
             self._buf.clear()
-            self._file.flush()
         self._last_flush = time.monotonic()
 
     def close(self) -> None:

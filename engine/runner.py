@@ -13,13 +13,14 @@ from engine import limits
 from engine.checker import Checker, Verdict
 from engine.events import Command, Event, Subscriber
 from engine.faults import check_targets, parse_fault, parse_fault_file
-from engine.log import Header, SessionLog, encode_event
+from engine.log import Header, LogError, SessionLog, encode_event
 from engine.scenarios import Scenario, load_scenario, parse_scenario
 from engine.scenarios.loader import builtin_dir
 from engine.session import RunConfig, Session
 from engine.signals import run_interruptible
 from engine.sim.perturb import Perturb
 from engine.sim.runtime import Pacing
+from engine.vmm.flatview import FlatView
 from engine.vmm.strategies import get_strategy
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ def make_config(
         limits.DURATION_NS.check(duration_ns, "--duration")
     for key, value in (host or {}).items():
         limits.check_host_option(key, value, f"--host {key}")
+    check_memslots(sc, (host or {}).get("nr_memslots", limits.HOST_INTS["nr_memslots"].hi))
     nr_vcpus = vcpus or sc.vcpus
     for f in faults or []:
         check_targets(parse_fault(f), nr_vcpus)
@@ -71,6 +73,19 @@ def make_config(
     )
 
 
+def check_memslots(sc: Scenario, nr_memslots: int) -> None:
+    """Every layout must fit the host's memslots: QEMU gives up on a layout it cannot map
+    (kvm_alloc_slot: "no free slot"), and so must a run, before it starts."""
+    for layout in sc.layouts.values():
+        for as_id in {a for a, _ in layout.regions}:
+            need = len(FlatView.render(layout.for_as(as_id)).backed())
+            if need > nr_memslots:
+                raise ValueError(
+                    f"layout {layout.name!r} needs {need} memslots in as_id {as_id}; "
+                    f"the host has nr_memslots={nr_memslots}"
+                )
+
+
 def _scenario_text(name_or_path: str, sc: Scenario) -> str:
     path = Path(sc.source)
     if not path.is_absolute() and not path.exists():
@@ -85,8 +100,20 @@ def new_session(config: RunConfig, log: str | None) -> Session:
 def run_session(config: RunConfig, log: str | None = None) -> dict[str, Any]:
     """One run flat out; SIGINT/SIGTERM finish its log and raise engine.signals.Interrupted."""
     session = Session(config, log_path=log)
-    trio.run(run_interruptible, session.run, session.interrupt)
+    try:
+        trio.run(run_interruptible, session.run, session.interrupt)
+    except BaseExceptionGroup as group:
+        # The log could not be written mid-run (a full disk): that one line, not a group.
+        failed = group.subgroup(LogError)
+        if failed is None:
+            raise
+        raise _first(failed) from None
     return session.summary()
+
+
+def _first(group: BaseExceptionGroup[LogError]) -> LogError:
+    leaf = group.exceptions[0]
+    return _first(leaf) if isinstance(leaf, BaseExceptionGroup) else leaf
 
 
 def config_from_log(log: SessionLog) -> RunConfig:
@@ -103,6 +130,7 @@ def config_from_header(h: Header) -> RunConfig:
     for key, value in h.host.items():
         if key not in limits.HOST_TEXT:
             limits.check_host_option(key, value, "host")
+    check_memslots(sc, h.host.get("nr_memslots", limits.HOST_INTS["nr_memslots"].hi))
     get_strategy(h.strategy)
     for f in h.faults:
         check_targets(parse_fault(f), h.vcpus)

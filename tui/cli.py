@@ -132,7 +132,7 @@ def add_display_options(p: argparse.ArgumentParser) -> None:
 
 
 def _port(text: str) -> int:
-    value: int = engine_cli._int_in(1, 65535)(text)
+    value: int = engine_cli._bounded(limits.PORT)(text)
     return value
 
 
@@ -153,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", dest="bind", default=DEFAULT_HOST, help="the address to listen on")
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help="the port to listen on")
+    serve.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="beyond loopback, serve without the token (anyone reaching the port gets the TUI)",
+    )
     replay = sub.choices["replay"]
     replay.add_argument(
         "--speed",
@@ -276,10 +281,9 @@ def cmd_serve(argv: Sequence[str]) -> int:
     add_tui_options(tui_parser)
     check_backend(options_from_args(tui_parser.parse_args(rest)))
     check_keymap_env()
-    from textual_serve.server import Server
+    from tui.serve import serve
 
-    print(f"slotlab: serving on http://{args.bind}:{args.port} (Ctrl+C stops)", file=sys.stderr)
-    Server(serve_command(rest), host=args.bind, port=args.port, title="slotlab").serve()
+    serve(serve_command(rest), args.bind, args.port, args.no_auth)
     return 0
 
 

@@ -22,6 +22,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "model": ("engine.bench.model", "run_model_benchmarks"),
     "engine": ("engine.bench.engine_bench", "run_engine_benchmarks"),
     "compare": ("engine.bench.compare_bench", "run_compare_benchmarks"),
+    "load": ("engine.bench.load_bench", "run_load_benchmarks"),
     "kvm": ("engine.backends.kvm.bench", "run_kvm_benchmarks"),
 }
 

@@ -42,8 +42,25 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from engine.limits import (
+    AS_ID,
+    DURATION_NS,
+    ENTRY,
+    GPA,
+    HVA,
+    PERIOD_NS,
+    PRIORITY,
+    REGIONS,
+    SIZE,
+    SLOT,
+    SYNC_NS,
+    VCPUS,
+    Bound,
+    LimitError,
+    check_range,
+)
 from engine.model.guest import AsmError, Insn, assemble
-from engine.units import parse_duration
+from engine.units import NotText, decode_text, parse_duration
 from engine.vmm.flatview import Region
 
 KINDS = ("ram", "rom", "mmio")
@@ -123,9 +140,9 @@ class Scenario:
             yield idle, self.layouts[self.sequence[index]]
 
 
-def _line_of(text: str, key: str, after: int = 0) -> int:
+def _line_of(text: str | list[str], key: str, after: int = 0) -> int:
     """Best line for a semantic error: where `key =` or `[...key]` first appears."""
-    lines = text.splitlines()
+    lines = text.splitlines() if isinstance(text, str) else text
     pattern = re.compile(rf"(^|[\s{{,\[.]){re.escape(key)}(\s*=|\]|\.)")
     for i in range(after, len(lines)):
         if pattern.search(lines[i]):
@@ -136,24 +153,32 @@ def _line_of(text: str, key: str, after: int = 0) -> int:
 class _Reader:
     def __init__(self, path: str, text: str) -> None:
         self.path, self.text = path, text
+        # Split once: a file of 40,000 regions must not be split per region (it was).
+        self.lines = text.splitlines()
+        self.headers = {
+            m.group(1).strip().strip('"'): text.count("\n", 0, m.start()) + 1
+            for m in re.finditer(r"(?m)^[ \t]*\[layouts\.([^\]]+)\]", text)
+        }
 
     def fail(self, key: str, reason: str, after: int = 0) -> ScenarioError:
-        return ScenarioError(self.path, _line_of(self.text, key, after), reason)
+        return ScenarioError(self.path, _line_of(self.lines, key, after), reason)
 
-    def int_(self, data: dict[str, Any], key: str, default: int | None = None, lo: int = 0) -> int:
+    def int_(
+        self, data: dict[str, Any], key: str, default: int | None = None, bound: Bound = ENTRY
+    ) -> int:
         if key not in data:
             if default is None:
                 raise self.fail(key, f"missing {key!r}")
             return default
-        value = data[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-            raise self.fail(key, f"{key!r} must be an integer >= {lo}, not {value!r}")
-        return value
+        try:
+            return bound.check(data[key], key)
+        except LimitError as err:
+            raise self.fail(key, str(err).replace(f"{key}: {bound.name}", repr(key))) from None
 
-    def duration(self, data: dict[str, Any], key: str, default: str) -> int:
+    def duration(self, data: dict[str, Any], key: str, default: str, bound: Bound) -> int:
         raw = data.get(key, default)
         try:
-            return parse_duration(str(raw))
+            return bound.check(parse_duration(str(raw)))
         except ValueError as err:
             raise self.fail(key, f"{key!r}: {err}") from None
 
@@ -206,7 +231,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
     smm = data.get("smm_entry")
     if smm is not None and (not isinstance(smm, int) or smm not in program):
         raise r.fail("smm_entry", "'smm_entry' must be the address of an instruction")
-    vcpus = r.int_(data, "vcpus", 1, lo=1)
+    vcpus = r.int_(data, "vcpus", 1, VCPUS)
     cpl = r.int_(data, "cpl", 0)
     if cpl > 3:
         raise r.fail("cpl", "'cpl' must be 0..3")
@@ -229,13 +254,13 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         name=name,
         summary=str(data.get("summary", "")),
         vcpus=vcpus,
-        period_ns=r.duration(data, "period", "50us"),
-        duration_ns=r.duration(data, "duration", "1ms"),
+        period_ns=r.duration(data, "period", "50us", PERIOD_NS),
+        duration_ns=r.duration(data, "duration", "1ms", DURATION_NS),
         entry=entry,
         cpl=cpl,
         guest_mode=bool(data.get("guest_mode", False)),
         moves=bool(data.get("moves", False)),
-        sync_ns=r.duration(data, "sync", "20us"),
+        sync_ns=r.duration(data, "sync", "20us", SYNC_NS),
         sequence=tuple(sequence),
         layouts=layouts,
         program=program,
@@ -266,10 +291,11 @@ def _int_list(r: _Reader, data: dict[str, Any], key: str, length: int) -> list[i
     return value
 
 
-def _region_line(text: str, header_line: int, index: int) -> int:
-    """The line region `index` of the layout whose table starts at header_line is on: the
-    index-th inline table (`{`) or `[[...regions]]` header from there, up to the next table."""
-    lines = text.splitlines()
+def _region_lines(lines: list[str], header_line: int, count: int) -> list[int]:
+    """The line each of a layout's ``count`` regions is on, in one pass from the layout's
+    table header: the n-th inline table (`{`) or `[[...regions]]` header, up to the next
+    table. Regions it cannot place get the header's line."""
+    out: list[int] = []
     seen = -1
     for no in range(header_line, len(lines) + 1):
         line = lines[no - 1].strip()
@@ -279,18 +305,30 @@ def _region_line(text: str, header_line: int, index: int) -> int:
             break
         else:
             seen += line.split("#", 1)[0].count("{")
-        if seen >= index:
-            return no
-    return header_line
+        while len(out) < min(seen + 1, count):
+            out.append(no)
+        if len(out) >= count:
+            break
+    return out + [header_line] * (count - len(out))
+
+
+REGION_BOUNDS = {
+    "gpa": GPA, "size": SIZE, "hva": HVA, "priority": PRIORITY, "as_id": AS_ID, "slot": SLOT,
+}  # fmt: skip
 
 
 def _layout(r: _Reader, name: str, body: object) -> Layout:
-    where = _line_of(r.text, name)
+    where = r.headers.get(name) or _line_of(r.lines, name)
     if not isinstance(body, dict) or not isinstance(body.get("regions"), list):
         raise r.fail(name, f"layout {name!r} needs a 'regions' list")
+    try:
+        REGIONS.check(len(body["regions"]))
+    except LimitError as err:
+        raise ScenarioError(r.path, where, f"layout {name!r}: {err}") from None
     out: list[tuple[int, Region]] = []
+    lines = _region_lines(r.lines, where, len(body["regions"]))
     for i, raw in enumerate(body["regions"]):
-        here = _region_line(r.text, where, i)
+        here = lines[i]
         if not isinstance(raw, dict):
             raise ScenarioError(r.path, here, f"layout {name!r} region {i}: must be a table")
         unknown = sorted(set(raw) - REGION_KEYS)
@@ -310,11 +348,25 @@ def _layout(r: _Reader, name: str, body: object) -> Layout:
             if key == "slot" and key not in raw:
                 continue  # no preference: the VMM takes the lowest free id, as QEMU does
             v = raw.get(key, 0 if key in ("hva", "priority", "as_id") else None)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ScenarioError(
-                    r.path, here, f"layout {name!r} region {i}: {key!r} must be an integer >= 0"
-                )
-            vals[key] = v
+            if v is None:
+                raise ScenarioError(r.path, here, f"layout {name!r} region {i}: missing {key!r}")
+            try:
+                vals[key] = REGION_BOUNDS[key].check(v)
+            except LimitError as err:
+                raise ScenarioError(r.path, here, f"layout {name!r} region {i}: {err}") from None
+        try:
+            check_range(GPA, SIZE, vals["gpa"], vals["size"])
+            check_range(HVA, SIZE, vals["hva"], vals["size"])
+        except LimitError as err:
+            raise ScenarioError(r.path, here, f"layout {name!r} region {i}: {err}") from None
+        log_dirty = raw.get("log_dirty", False)
+        if not isinstance(log_dirty, bool):
+            # A string "false" is truthy: it must not turn logging on.
+            raise ScenarioError(
+                r.path,
+                here,
+                f"layout {name!r} region {i}: 'log_dirty' must be true or false, not {log_dirty!r}",
+            )
         if vals["size"] == 0 or vals["size"] % 4096 or vals["gpa"] % 4096 or vals["hva"] % 4096:
             raise ScenarioError(
                 r.path,
@@ -332,7 +384,7 @@ def _layout(r: _Reader, name: str, body: object) -> Layout:
             size=vals["size"],
             hva=vals["hva"],
             priority=vals["priority"],
-            log_dirty=bool(raw.get("log_dirty", False)),
+            log_dirty=log_dirty,
             slot=vals.get("slot"),
         )
         out.append((vals["as_id"], region))
@@ -352,9 +404,13 @@ def load_scenario(name_or_path: str) -> Scenario:
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         try:
-            text = path.read_text()
+            data = path.read_bytes()
         except OSError as err:
             raise ScenarioError(str(path), 1, f"cannot read: {err.strerror}") from None
+        try:
+            text = decode_text(data, str(path))
+        except NotText as err:
+            raise ScenarioError(str(path), err.line, err.reason) from None
         return parse_scenario(text, str(path))
     builtin = builtin_dir() / f"{name_or_path}.toml"
     if not builtin.exists():

@@ -10,6 +10,7 @@ changed become log_start/log_stop (a FLAGS_ONLY change, no delete).
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import itertools
 from bisect import bisect_right
 
@@ -77,11 +78,23 @@ class FlatView:
         """Resolve overlapping regions: the higher priority wins, then the later one."""
         bounds = sorted({b for r in regions for b in (r.gpa, r.end)})
         pieces: list[FlatRange] = []
-        ranked = sorted(enumerate(regions), key=lambda ir: (ir[1].priority, ir[0]), reverse=True)
+        # A sweep over the bounds with a heap of the regions covering the current piece,
+        # highest (priority, index) on top; regions that ended are dropped lazily. Linear
+        # enough for a trace's thousands of regions (scanning every region per piece was
+        # quadratic).
+        starts = sorted(range(len(regions)), key=lambda i: regions[i].gpa)
+        active: list[tuple[int, int]] = []  # (-priority, -index)
+        nxt = 0
         for lo, hi in itertools.pairwise(bounds):
-            top = next((r for _, r in ranked if r.gpa <= lo and hi <= r.end), None)
-            if top is None:
+            while nxt < len(starts) and regions[starts[nxt]].gpa <= lo:
+                i = starts[nxt]
+                heapq.heappush(active, (-regions[i].priority, -i))
+                nxt += 1
+            while active and regions[-active[0][1]].end <= lo:
+                heapq.heappop(active)
+            if not active:
                 continue
+            top = regions[-active[0][1]]
             hva = top.hva + (lo - top.gpa) if top.kind != "mmio" else 0
             prev = pieces[-1] if pieces else None
             if (
@@ -118,8 +131,17 @@ class TopologyDiff:
 
     @property
     def overlapping(self) -> bool:
-        """f39b7d2b96e3's test: does any added range overlap a removed one?"""
-        return any(a.overlaps(d) for a in self.adds for d in self.dels)
+        """f39b7d2b96e3's test: does any added range overlap a removed one? (A sweep over
+        both, sorted: pairwise it was quadratic in a trace's thousands of ranges.)"""
+        spans = sorted(
+            [(r.start, r.end, 0) for r in self.adds] + [(r.start, r.end, 1) for r in self.dels]
+        )
+        reach = [-1, -1]  # the furthest end seen so far among adds (0) and dels (1)
+        for start, end, side in spans:
+            if start < reach[1 - side]:
+                return True
+            reach[side] = max(reach[side], end)
+        return False
 
 
 def diff(old: FlatView, new: FlatView) -> TopologyDiff:

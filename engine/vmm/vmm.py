@@ -126,23 +126,37 @@ class Vmm:
         ops: list[SlotOp] = []
         dels, adds = list(d.dels), list(d.adds)
         if moves:
-            for r in list(dels):
-                twin = next(
-                    (a for a in adds if (a.size, a.kind, a.hva) == (r.size, r.kind, r.hva)), None
-                )
-                if twin is not None:
-                    dels.remove(r)
-                    adds.remove(twin)
-                    id = slots.pop(r.key)
-                    slots[twin.key] = id
-                    ops.append(SlotOp(self._region(as_id, id, twin), twin))
-        for r in reversed(dels):
+            # Each deleted range pairs with the first unpaired added one of the same size,
+            # kind and backing (by lookup: a scan per range was quadratic).
+            twins: dict[tuple[int, str, int], list[FlatRange]] = {}
+            for a in adds:
+                twins.setdefault((a.size, a.kind, a.hva), []).append(a)
+            for twin_list in twins.values():
+                twin_list.reverse()  # pop() takes the first
+            moved: set[FlatRange] = set()
+            kept: list[FlatRange] = []
+            for r in dels:
+                candidates = twins.get((r.size, r.kind, r.hva))
+                if not candidates:
+                    kept.append(r)
+                    continue
+                twin = candidates.pop()
+                moved.add(twin)
+                id = slots.pop(r.key)
+                slots[twin.key] = id
+                ops.append(SlotOp(self._region(as_id, id, twin), twin))
+            dels = kept
+            adds = [a for a in adds if a not in moved]
+        deletes = []
+        for r in dels:
             id = slots.pop(r.key)
-            ops.insert(0, SlotOp(MemoryRegion((as_id << 16) | id, 0, r.start, 0, r.hva), r))
+            deletes.append(SlotOp(MemoryRegion((as_id << 16) | id, 0, r.start, 0, r.hva), r))
+        ops = deletes + ops
         # address_space_update_topology_pass(adding=true) walks the new view in GPA order:
         # log_start/log_stop and region_add interleave by address.
         used = set(slots.values())
         nr_memslots = self.kernel.nr_memslots
+        lowest_free = 0  # ids only get used below: the lowest free one only moves up
         changes: list[tuple[int, FlatRange | None, FlatRange]] = [
             (new_r.start, old_r, new_r) for old_r, new_r in d.log_changes
         ]
@@ -153,7 +167,14 @@ class Vmm:
             elif r.slot is not None and r.slot not in used and r.slot < nr_memslots:
                 id = r.slot  # the id the recorded VMM used (QEMU's lowest free, replayed)
             else:
-                id = next(i for i in range(nr_memslots) if i not in used)
+                while lowest_free in used:
+                    lowest_free += 1
+                if lowest_free >= nr_memslots:
+                    raise ValueError(
+                        f"layout {layout!r}: no free memslot (nr_memslots={nr_memslots}): "
+                        "QEMU's kvm_alloc_slot() gives up"
+                    )
+                id = lowest_free
             used.add(id)
             slots[r.key] = id
             ops.append(SlotOp(self._region(as_id, id, r), r))

@@ -133,7 +133,7 @@ SCENARIOS = {
     ),
     "bad region kind": (SHADOW, SHADOW.replace('"rom"', '"flash"'), "region 1: kind must be ram, rom or mmio"),
     "unaligned region": (SHADOW, SHADOW.replace("size = 0x10000", "size = 0x10001"), "region 1: gpa, size and hva must be page aligned"),
-    "negative region gpa": (SHADOW, SHADOW.replace("gpa = 0x10000", "gpa = -4096"), "region 1: 'gpa' must be an integer >= 0"),
+    "negative region gpa": (SHADOW, SHADOW.replace("gpa = 0x10000", "gpa = -4096"), "region 1: gpa must be 0.."),
     "unknown region key": (SHADOW, SHADOW.replace("priority = 1", "priority = 1, colour = 3"), "region 1: unknown key 'colour'"),
     "ram without hva": (SHADOW, SHADOW.replace(", hva = 0x7f0000010000", ""), "region 1: a rom region needs an 'hva'"),
     "unknown instruction": ("  jmp top", "  frob top", "guest program: unknown instruction 'frob'"),
