@@ -147,8 +147,9 @@ def check_targets(spec: FaultSpec, vcpus: int) -> None:
         )
 
 
-def parse_fault_file(path: str) -> list[tuple[int, FaultSpec]]:
-    """Lines of `TIME FAULT[=ARGS]`, e.g. `150us reader-stall=duration=1ms`; # comments."""
+def parse_fault_file(path: str, vcpus: int | None = None) -> list[tuple[int, FaultSpec]]:
+    """Lines of `TIME FAULT[=ARGS]`, e.g. `150us reader-stall=duration=1ms`; # comments.
+    With ``vcpus``, a fault aimed at a vCPU the run does not have is refused at its line."""
     try:
         lines = decode_text(Path(path).read_bytes(), path).splitlines()
     except OSError as err:
@@ -164,6 +165,8 @@ def parse_fault_file(path: str) -> list[tuple[int, FaultSpec]]:
         try:
             t = limits.FAULT_TIME_NS.check(parse_duration(when))
             spec = parse_fault(fault)
+            if vcpus is not None:
+                check_targets(spec, vcpus)
         except ValueError as err:
             raise FaultError(f"{path}:{no}: {err}") from None
         spec.times = 1

@@ -54,9 +54,7 @@ def make_config(
     nr_vcpus = vcpus or sc.vcpus
     for f in faults or []:
         check_targets(parse_fault(f), nr_vcpus)
-    timed = parse_fault_file(faults_file) if faults_file else []
-    for _, spec in timed:
-        check_targets(spec, nr_vcpus)
+    timed = parse_fault_file(faults_file, nr_vcpus) if faults_file else []
     script = [(t, spec.text()) for t, spec in timed]
     return RunConfig(
         scenario=sc,

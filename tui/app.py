@@ -84,6 +84,7 @@ class SlotlabApp(App[int]):
         self._keymap_override = keymap
         self._ticks = 0
         self._signals = ExitSignals(self._exit_on_signal)
+        self.interrupted_by = 0
         self._flat_out = False
         if self.options.theme:
             self.theme = self.options.theme
@@ -112,6 +113,8 @@ class SlotlabApp(App[int]):
         self.call_after_refresh(gc.freeze)
 
     def _exit_on_signal(self, signum: int) -> None:
+        self.host.interrupt(signum)  # the log ends with an `interrupted` verdict line
+        self.interrupted_by = signum
         self.exit(return_code=128 + signum)
 
     async def on_unmount(self) -> None:

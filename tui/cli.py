@@ -266,6 +266,8 @@ def run_app(options: LaunchOptions, mouse: bool = True) -> int:
         where = f"; session log: {app.error_log}" if app.error_log else ""
         print(f"slotlab: the engine failed: {app.engine_error}{where}", file=sys.stderr)
         return 1
+    if app.interrupted_by:
+        print("slotlab: interrupted", file=sys.stderr)
     return app.return_code or 0
 
 

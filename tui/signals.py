@@ -16,7 +16,8 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# SIGINT too: in raw mode Ctrl-C is a key, but `kill -INT` still arrives as a signal.
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class ExitSignals:

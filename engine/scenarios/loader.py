@@ -410,7 +410,7 @@ def load_scenario(name_or_path: str) -> Scenario:
         try:
             text = decode_text(data, str(path))
         except NotText as err:
-            raise ScenarioError(str(path), err.line, err.reason) from None
+            raise ScenarioError(str(path), err.line, f"not UTF-8 text ({err.reason})") from None
         return parse_scenario(text, str(path))
     builtin = builtin_dir() / f"{name_or_path}.toml"
     if not builtin.exists():

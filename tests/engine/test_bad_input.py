@@ -94,6 +94,11 @@ FAULT_FILES = {
     "time only": ("10us\n", 1, "unknown fault ''"),
     "bad parameter": ("5us gp-delay=delay=long\n", 1, "fault gp-delay"),
     "bad knob": ("1us race\n2us race\n3us race=probability=-1\n", 3, "probability"),
+    "vcpu out of range": ("10us reader-stall=vcpu=7\n", 1, "vcpu 7 does not exist"),
+    "time of 2 hours": ("1us race\n7200s race\n", 2, "time must be 0..3600000000000"),
+    "gpa negative": ("5us weeds=gpa=-4096\n", 1, "gpa must be 0.."),
+    "interval huge": ("5us race=interval=99999999999\n", 1, "interval must be 1.."),
+    "probability nan": ("5us race=probability=nan\n", 1, "probability must be 0..100"),
 }
 
 
@@ -122,6 +127,7 @@ def _edit(old: str, new: str) -> tuple[str, int]:
 
 SHADOW = '{ name = "shadow", kind = "rom", gpa = 0x10000, size = 0x10000, hva = 0x7f0000010000, priority = 1 }'
 
+REGION = "gpa = 0x10000, size = 0x10000, hva = 0x7f0000010000"
 SCENARIOS = {
     "toml syntax": ("vcpus = 2", "vcpus = = 2", "not valid TOML"),
     "toml unclosed table": ("[layouts.split]", "[layouts.split", "not valid TOML"),
@@ -140,6 +146,16 @@ SCENARIOS = {
     "unknown label": ("  jmp top", "  jmp nowhere", "guest program: 'nowhere'"),
     "operand missing": ("  jmp top", "  jmp", "guest program: jmp needs an operand"),
     "label defined twice": ("  inc [0x3000]", "top:", "label 'top' defined twice"),
+    "gpa near 2^64": (REGION, "gpa = 0xfffffffffffff000, size = 0x10000, hva = 0x7f0000010000", "gpa + size must not pass 2^64"),
+    "hva near 2^64": (REGION, "gpa = 0x10000, size = 0x10000, hva = 0xfffffffffffff000", "hva + size must not pass 2^64"),
+    "gpa past 2^64": (REGION, "gpa = 0x10000000000000000, size = 0x10000, hva = 0x7f0000010000", "gpa must be 0.."),
+    "vcpus 100000": ("vcpus = 2", "vcpus = 100000", "'vcpus' must be 1..1024, not 100000"),
+    "log_dirty a string": ("priority = 1 }", 'priority = 1, log_dirty = "false" }', "'log_dirty' must be true or false"),
+    "priority 2^40": ("priority = 1 }", f"priority = {1 << 40} }}", "priority must be 0.."),
+    "as_id 5": ("priority = 1 }", "priority = 1, as_id = 5 }", "as_id must be 0..1"),
+    "slot 40000": ("priority = 1 }", "priority = 1, slot = 40000 }", "slot must be 0..32763"),
+    "period 1ns": ('period = "50us"', 'period = "1ns"', "'period': period must be 100.."),
+    "duration 2h": ('duration = "1ms"', 'duration = "2h"', "'duration'"),
 }  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""SIGTERM and SIGHUP end the TUI as `q` does (the driver restores the terminal), with the
+"""SIGINT, SIGTERM and SIGHUP end the TUI as `q` does (the driver restores the terminal), with the
 status a shell expects (128 + the signal); Ctrl-C quits too."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from engine.log import read_log
 from tui.app import SlotlabApp
 
 from .helpers import settle
@@ -25,14 +26,17 @@ def caught() -> Iterator[list[int]]:
     def record(signum: int, frame: object) -> None:
         seen.append(signum)
 
-    saved = {s: signal.signal(s, record) for s in (signal.SIGTERM, signal.SIGHUP)}
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    saved = {s: signal.signal(s, record) for s in signals}
     yield seen
     for s, handler in saved.items():
         signal.signal(s, handler)
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["INT", "TERM", "HUP"]
+)
 async def test_a_signal_ends_the_app_cleanly(
     app_factory: AppFactory, caught: list[int], sig: signal.Signals
 ) -> None:
@@ -48,6 +52,11 @@ async def test_a_signal_ends_the_app_cleanly(
         assert caught == []  # the app took it
     assert app.return_code == 128 + sig
     assert not app.host.running  # trio finished before the loop stopped
+    # The run's log ends as a headless run's does: an `interrupted` verdict, counters so far.
+    log = read_log("sessions/test.jsonl")
+    assert log.verdict is not None
+    assert log.verdict.verdict == "interrupted"
+    assert log.verdict.summary["events"] == len(log.event_lines)
     # The app's handler is gone again: the test's own is back.
     os.kill(os.getpid(), sig)
     assert caught == [sig]
