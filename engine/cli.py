@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from engine import __version__
+from engine import __version__, limits
 from engine.faults import FAULT_KINDS, FaultError
 from engine.log import LogError
 from engine.runner import check_log, make_config, run_session, summary_json, verify_log
