@@ -96,10 +96,12 @@ def test_no_auth_serves_with_a_warning(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("port", ["-1", "0", "99999"])
 def test_a_port_out_of_range_is_one_line(port: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["serve", "--port", port]) == 2
+    with pytest.raises(SystemExit) as exit:  # argparse's own usage error, status 2
+        cli.main(["serve", f"--port={port}"])
+    assert exit.value.code == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err == f"slotlab: --port must be 1..65535, not {port}\n"
+    assert err == f"slotlab serve: argument --port: must be 1..65535, not {port}\n"
 
 
 def test_loopback_addresses() -> None:
