@@ -33,6 +33,8 @@ import trio
 from engine.events import EventBus
 from engine.sim.perturb import Pct
 
+INTERRUPTED = "interrupted"  # engine.signals' stop reason (the sim does not import it)
+
 
 class Finished(Exception):
     """Raised inside an actor when the simulation is over."""
@@ -63,11 +65,10 @@ def _never_started(_: Any) -> trio.lowlevel.Abort:
     raise AssertionError("an actor waited for the baton before Sequencer.start")
 
 
-def _abort_for(actor: Actor, bus: EventBus) -> Callable[[Any], trio.lowlevel.Abort]:
+def _abort_for(actor: Actor, seq: Sequencer) -> Callable[[Any], trio.lowlevel.Abort]:
     def abort(_: Any) -> trio.lowlevel.Abort:
-        # Only a run being torn down cancels a parked actor: from here on nothing its
-        # clean-up code emits happened in the simulation.
-        bus.closed = True
+        # Only a run being torn down cancels a parked actor.
+        seq.tearing_down()
         actor.parked = False
         return trio.lowlevel.Abort.SUCCEEDED
 
@@ -145,7 +146,7 @@ class Sequencer:
             # An actor that returns gives the baton away for good.
             await self._pass_baton(actor, forever=True)
 
-        actor.abort = _abort_for(actor, self.bus)
+        actor.abort = _abort_for(actor, self)
         self._push(self.now, actor)
         self._actors.append(actor)
         nursery.start_soon(task, name=actor.name)
@@ -157,7 +158,7 @@ class Sequencer:
             await trio.lowlevel.checkpoint()
         await self._release_next()
         await self._finished.wait()
-        self.bus.closed = True
+        self.tearing_down()
         nursery.cancel_scope.cancel()
 
     async def sleep(self, actor: Actor, ns: int) -> None:
@@ -207,6 +208,14 @@ class Sequencer:
         if actor.blocked:
             actor.blocked = False
             self._push(self.bus.now + delay_ns, actor)
+
+    def tearing_down(self) -> None:
+        """The actors are about to unwind. After a signal or an outside cancellation, what
+        their clean-up code emits (inhibit's `finally`) never happened in the run: the bus
+        drops it, so an interrupted log is exactly a prefix of the uninterrupted run's. A run
+        that reached its own end keeps its clean-up events, as its logs always have."""
+        if not self._finished.is_set() or self.stop_reason == INTERRUPTED:
+            self.bus.closed = True
 
     def finish(self, reason: str) -> None:
         if not self._finished.is_set():
@@ -269,7 +278,7 @@ class Sequencer:
         me.parked = True  # _wait_for_baton, inlined: this is the hottest await of a run
         await trio.lowlevel.wait_task_rescheduled(me.abort)
         if self._finished.is_set():
-            self.bus.closed = True  # Finished unwinds the actor: its clean-up is not the run's
+            self.tearing_down()  # Finished unwinds the actor
             raise Finished
 
     async def _release_next(self) -> None:
@@ -355,7 +364,7 @@ class Sequencer:
                 with trio.move_on_after(min(due - now, 0.25)):
                     await self._poke.wait()
             except BaseException:
-                self.bus.closed = True  # torn down mid-wait (see _wait_for_baton)
+                self.tearing_down()  # mid-wait
                 raise
 
     def rebase(self) -> None:

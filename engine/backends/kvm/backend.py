@@ -42,6 +42,7 @@ from engine.core.ports import Body, Machine, RunContext
 from engine.events import EventBus
 from engine.faults import FaultError, FaultSpec
 from engine.model import constants as c
+from engine.signals import INTERRUPTED
 from engine.vmm.vmm import Vmm
 
 DEFAULT_DURATION_NS = 1_000_000_000
@@ -218,8 +219,9 @@ class KvmBackend:
         if not self.stopping:
             self.stopping = True
             self._stop_reason = reason
-            # What the cancelled tasks' clean-up emits (an `inhibit end`) is not the run's.
-            self.bus.closed = True
+            if reason == INTERRUPTED:
+                # What the cancelled tasks' clean-up emits (an `inhibit end`) is not the run's.
+                self.bus.closed = True
             if self._vcpus is not None:
                 self._vcpus.stopping = True
         if self._nursery is not None:
