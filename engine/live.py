@@ -36,6 +36,14 @@ class LiveSession:
         a command this backend cannot take (pacing on the wall clock)."""
         self.session.send(name, **args)
 
+    def interrupt(self, signum: int) -> None:
+        """SIGINT/SIGTERM: stop at the next hand-over with an `interrupted` verdict."""
+        self.session.interrupt(signum)
+
+    @property
+    def interrupted_by(self) -> int:
+        return self.session.interrupted_by
+
     def snapshot(self, events: bool = True) -> Snapshot:
         return self.tracker.snapshot(self.session, events=events)
 

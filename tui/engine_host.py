@@ -83,16 +83,16 @@ class EngineHost:
     def interrupt(self, signum: int) -> None:
         """SIGINT/SIGTERM: the run stops at its next hand-over and logs an `interrupted`
         verdict with its counters (engine.signals), as a headless run does."""
-        if self.session is not None and self.running:
+        if self.live is not None and self.running:
             self._stopping = True  # ending, not failing: no "engine done" report
-            self.session.interrupt(signum)
+            self.live.interrupt(signum)
 
     async def stop(self) -> None:
         """Cancel the run and wait until trio has finished with it."""
         done = self._done
         if done is None:
             return
-        if not done.done() and self.session is not None and self.session.interrupted_by:
+        if not done.done() and self.live is not None and self.live.interrupted_by:
             await done  # it ends by itself, verdict line and all; cancelling would cut that
         if not done.done():
             self._stopping = True
