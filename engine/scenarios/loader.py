@@ -46,6 +46,7 @@ from engine.limits import (
     AS_ID,
     DURATION_NS,
     ENTRY,
+    FAULT_NS,
     GPA,
     HVA,
     PERIOD_NS,
@@ -271,7 +272,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         workload=str(data.get("workload", "")),
         provenance=dict(provenance),
         smm_entry=smm,
-        smi_ns=r.duration(data, "smi", "1ns") if "smi" in data else 0,
+        smi_ns=r.duration(data, "smi", "1ns", FAULT_NS) if "smi" in data else 0,
     )
 
 
