@@ -43,8 +43,9 @@ def test_legacy_crashes_the_guest(scenario: str) -> None:
     assert s["verdict"] == "crashed", s["explanation"]
     assert s["internal_errors"] >= 1
     crash = next(e for e in events if isinstance(e, Exit) and e.reason == "KVM_EXIT_INTERNAL_ERROR")
-    # The fetch fails inside the loop (inc or jmp), reported at the model's addresses.
-    assert crash.rip in (0x1000, 0x1004)
+    # The fetch fails inside the loop (inc, the doorbell load, or jmp), reported at the
+    # model's addresses: one instruction per 4 bytes from the entry.
+    assert crash.rip in (0x1000, 0x1004, 0x1008)
     assert crash.suberror == 1
     assert (
         "KVM_SET_USER_MEMORY_REGION(slot" in s["explanation"] or "deleted slot" in s["explanation"]
@@ -56,7 +57,14 @@ def test_inhibit_survives_a_thousand_split_and_merge_updates() -> None:
     s = session.summary()
     assert s["transactions"] - 1 >= 1000  # the boot layout is not an update
     assert s["internal_errors"] == 0
-    assert s["mmio_exits"] == 0
+    # The scenario's doorbell poll (0x20000) exits as MMIO by design; no access to the RAM
+    # below it may, since inhibit never lets a vCPU run into a hole an update opened.
+    ram_mmio = [
+        e
+        for e in events
+        if isinstance(e, Exit) and e.reason == "KVM_EXIT_MMIO" and e.phys_addr < 0x20000
+    ]
+    assert ram_mmio == []
     assert s["verdict"] == "ok", s["explanation"]
     assert s["ioctls"] == 3000  # DELETE + 2 CREATE per split, 2 DELETE + CREATE per merge
     pauses = [e for e in events if isinstance(e, Inhibit) and e.phase == "all_out"]
