@@ -40,6 +40,8 @@ SCHEMA = pa.schema(
         ("p50", pa.int64()),
         ("p99", pa.int64()),
         ("violations", pa.list_(pa.string())),
+        ("exits", pa.map_(pa.string(), pa.int64())),
+        ("window_mmio_exits", pa.int64()),
         ("transactions", pa.int64()),
         ("events", pa.int64()),
         ("virtual_ns", pa.int64()),
@@ -71,7 +73,17 @@ def row_of(
     }
     if outcome is None:
         zeros = dict.fromkeys(
-            ("internal_errors", "retries", "stall_ns", "p50", "p99", "transactions", "events"), 0
+            (
+                "internal_errors",
+                "retries",
+                "stall_ns",
+                "p50",
+                "p99",
+                "window_mmio_exits",
+                "transactions",
+                "events",
+            ),
+            0,
         )
         return {
             **base,
@@ -81,6 +93,7 @@ def row_of(
             "crashed": False,
             "committed": False,
             "violations": [],
+            "exits": {},
             "virtual_ns": 0,
             "digest": "",
         }
@@ -109,6 +122,9 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     if missing:
         raise StoreError(f"{p}: not a slotlab sweep (no column {missing[0]!r})")
     rows: list[dict[str, Any]] = table.to_pylist()
+    for row in rows:
+        # Arrow hands a map column back as (key, value) pairs; the matrix wants a dict.
+        row["exits"] = dict(row["exits"] or ())
     return rows
 
 
