@@ -132,14 +132,22 @@ def test_serve_binds_to_localhost_by_default(monkeypatch: pytest.MonkeyPatch) ->
         def serve(self) -> None:
             pass
 
-    import textual_serve.server
+    import tui.serve
 
-    monkeypatch.setattr(textual_serve.server, "Server", FakeServer)
+    # tui.serve holds its own name for the server class; patch that one, or a real server
+    # would start and the test would wait on it for ever.
+    monkeypatch.setattr(tui.serve, "Server", FakeServer)
     assert cli.main(["serve"]) == 0
     assert started[0]["host"] == "127.0.0.1"
     assert started[0]["port"] == 8000
     assert started[0]["command"].endswith("-m tui.cli tui")
-    assert cli.main(["serve", "--host", "0.0.0.0", "--port", "9001", "--strategy", "inhibit"]) == 0
+    # Beyond loopback without a token needs --no-auth (the token path: test_serve_auth.py).
+    assert (
+        cli.main(
+            ["serve", "--host", "0.0.0.0", "--port", "9001", "--no-auth", "--strategy", "inhibit"]
+        )
+        == 0
+    )
     assert started[1]["host"] == "0.0.0.0"
     assert started[1]["port"] == 9001
     assert started[1]["command"].endswith("tui --strategy inhibit")
