@@ -87,7 +87,9 @@ def test_gp_phases_and_readers_holding_them_up() -> None:
     assert gp is not None
     assert gp.phase == "scan2"
     assert gp.flip_ns >= gp.started_ns
-    assert gp.waiting_on == ("vcpu0",)
+    # The stalled reader holds the grace period up; vcpu1 may be inside KVM too, serving
+    # its doorbell poll.
+    assert "vcpu0" in gp.waiting_on
     readers = {r.name: r for r in snap.srcu.readers}
     assert readers["vcpu0"].blocking
     assert readers["vcpu0"].held_ns > 0
