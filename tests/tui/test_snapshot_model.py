@@ -66,7 +66,8 @@ def test_snapshot_in_the_race_window() -> None:
     assert snap.ioctl is not None
     assert snap.ioctl.memory_size == 0
     assert {v.activity for v in snap.vcpus} == {"retrying"}
-    assert all(v.rip == 0x1000 for v in snap.vcpus)
+    # Each vCPU retries a fetch in the loop (inc, doorbell load, jmp).
+    assert all(v.rip in (0x1000, 0x1004, 0x1008) for v in snap.vcpus)
     assert snap.srcu.history  # the boot's and the INVALID swap's grace periods
     assert snap.verdict is None
     assert snap.events[-1].seq == snap.seq - 1
