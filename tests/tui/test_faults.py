@@ -16,7 +16,14 @@ from tui.screens.fault_form import FaultForm
 from .helpers import commands, events, press, session, settle
 
 AppFactory = Callable[..., SlotlabApp]
-KEYS = {"ioctl-gap": "g", "race": "r", "reader-stall": "s", "gp-delay": "d", "weeds": "w"}
+KEYS = {
+    "ioctl-gap": "g",
+    "race": "r",
+    "reader-stall": "s",
+    "gp-delay": "d",
+    "weeds": "w",
+    "smi": "m",
+}
 
 
 @pytest.mark.asyncio
@@ -53,7 +60,7 @@ async def test_fault_key_opens_its_form_and_enter_injects(
         injects = [c for c in commands(app) if c.name == "inject"]
         assert len(injects) == 1
         assert injects[0].args["fault"].startswith(name)
-        if name in ("reader-stall", "weeds"):
+        if name in ("reader-stall", "weeds", "smi"):
             # These act on a vCPU at once; the others arm for their next opportunity.
             assert any(isinstance(e, Injected) and e.fault == name for e in events(app))
         else:

@@ -8,12 +8,22 @@ from pathlib import Path
 
 import pytest
 
+from engine.events import Event, MemslotChange, SwapDone, SwapPublish
 from engine.log import read_log
 from tui.app import SlotlabApp
 from tui.screens.choose import ChoiceScreen
 from tui.widgets.status import RecBar, VerdictBanner
 
-from .helpers import finish, live, press, screen_text, session, settle, step
+from .helpers import (
+    events,
+    finish,
+    live,
+    press,
+    screen_text,
+    session,
+    settle,
+    step_until,
+)
 
 AppFactory = Callable[..., SlotlabApp]
 
@@ -137,9 +147,18 @@ async def test_step_into_the_window_shows_the_update_in_flight(app_factory: AppF
     app = app_factory()
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
-        await step(app, pilot, 36)
+        # Into the window: slot 0's INVALID copy is published and its grace period pending.
+        await step_until(app, pilot, lambda: _invalidating_slot_0(events(app)))
         text = screen_text(app)
         assert "txn 2->split" in text
         assert "DELETE slot 0" in text
         assert "bit63 UPDATE" in text
         await press(app, pilot, "space")
+
+
+def _invalidating_slot_0(history: list[Event]) -> bool:
+    deleting = any(
+        isinstance(e, MemslotChange) and e.id == 0 and e.change == "DELETE" for e in history
+    )
+    swaps = [e for e in history if isinstance(e, SwapPublish | SwapDone)]
+    return deleting and bool(swaps) and isinstance(swaps[-1], SwapPublish)

@@ -42,6 +42,7 @@ class LiveScreen(MonitorScreen):
         Binding("s", "fault('reader-stall')", "reader-stall", show=False, id="fault-reader-stall"),
         Binding("d", "fault('gp-delay')", "gp-delay", show=False, id="fault-gp-delay"),
         Binding("w", "fault('weeds')", "weeds", show=False, id="fault-weeds"),
+        Binding("m", "fault('smi')", "smi", show=False, id="fault-smi"),
         Binding("S", "strategy", "Strategy", id="strategy"),
         Binding("C", "scenario", "Scenario", show=False, id="scenario"),
         Binding("ctrl+r", "restart", "Restart", show=False, id="restart"),
