@@ -200,9 +200,11 @@ class Vmm:
         self.views[txn.as_id] = txn.new
         self.layout_names[txn.as_id] = txn.layout
         self.in_flight = None
-        latency = self.clock.now() - txn.started_ns
-        self.latencies.append(latency)
-        self.bus.emit(TxnCommit(txn=txn.id, as_id=txn.as_id, latency_ns=latency))
+        event = TxnCommit(txn=txn.id, as_id=txn.as_id, latency_ns=self.clock.now() - txn.started_ns)
+        self.bus.emit(event)
+        # Read back: a wall-clock bus restates it from the kernel-side stamps of the update's
+        # own syscalls (engine/backends/kvm/clock.py).
+        self.latencies.append(event.latency_ns)
 
     @staticmethod
     def _region(as_id: int, id: int, r: FlatRange) -> MemoryRegion:

@@ -4,8 +4,9 @@ The pieces are the model's wherever the real kernel allows: the same session cor
 transactions and slot numbering, strategies (those the kernel here runs), events, checker,
 log and summary. What differs is time and sight:
 
-- t is wall-clock ns since the run started (time.monotonic_ns), stamped when an event is
-  emitted; runs are nondeterministic and cannot be replayed.
+- t is wall-clock ns since the run started (time.monotonic_ns), stamped in the thread that
+  made the syscall (clock.py); runs are nondeterministic and cannot be replayed. Update and
+  pause latency are restated from those stamps (restate()).
 - the kernel side (kernel.py) issues the real ioctls and reports what userspace sees of them;
   the vCPUs (vcpus.py) run KVM_RUN in worker threads.
 - the kernel's internals (SRCU, memslot swaps, stage-2 faults) are invisible, and the header
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -39,7 +40,7 @@ from engine.backends.kvm.x86 import X86Program
 from engine.checker import Checker
 from engine.core.config import RunConfig
 from engine.core.ports import Body, Machine, RunContext
-from engine.events import EventBus
+from engine.events import Event, EventBus, Inhibit, TxnBegin, TxnCommit
 from engine.faults import FaultError, FaultSpec
 from engine.model import constants as c
 from engine.signals import INTERRUPTED
@@ -151,7 +152,23 @@ class KvmBackend:
         self._memory = memory = ScenarioMemory(vm, sc)
         ram = KvmRam(memory)
         self._kernel = kernel = KvmKernel(vm, memory, ram, self.bus)
+        self.bus.restate_with(self.restate)
         return Machine(kernel=kernel, vcpus=self.vcpus, ram=ram, host=self._describe_host(vm))
+
+    def restate(self, ev: Event) -> None:
+        """Kernel-side figures in place of the event loop's: a transaction's latency runs from
+        its first syscall's entry (an ioctl, or the kick of a pause) to its last ioctl's
+        return; a pause's from the kick to the last kicked vCPU's return from KVM_RUN."""
+        kind, kernel = type(ev), self.kernel
+        if kind is TxnBegin:
+            kernel.first_enter_ns = kernel.last_exit_ns = None
+        elif kind is Inhibit and cast(Inhibit, ev).phase == "all_out":
+            cast(Inhibit, ev).latency_ns = self.vcpus.pause_ns()
+            kernel.span(self.vcpus.kick_ns)
+        elif kind is TxnCommit:
+            first, last = kernel.first_enter_ns, kernel.last_exit_ns
+            if first is not None and last is not None:
+                cast(TxnCommit, ev).latency_ns = last - first
 
     def _describe_host(self, vm: KvmVM) -> dict[str, Any]:
         caps = {
@@ -167,9 +184,10 @@ class KvmBackend:
         return {
             "backend": "kvm",
             "deterministic": False,
-            "clock": "wall: t is time.monotonic_ns() since the run started, taken when the "
-            "event reached the VMM's event loop (a vCPU exit some 20-200 us after KVM_RUN "
-            "returned in its worker thread)",
+            "clock": "wall: t is time.monotonic_ns() since the run started, stamped in the "
+            "thread that made the syscall (an ioctl just before and just after it, a vCPU exit "
+            "the instant KVM_RUN returned); seq is the order the VMM's event loop learned of "
+            "each event, so t is monotonic per thread, not along seq",
             "device": device_path(),
             "kernel": platform.release(),
             "api_version": KVM_API_VERSION,

@@ -46,8 +46,8 @@ class KvmChecker(Checker):
         when = (
             f"had not returned yet ({format_ns(ev.t - io.t)} after it entered the kernel)"
             if done is None
-            else f"returned at t={format_ns(done.t)}, {format_ns(ev.t - done.t)} before the exit "
-            "reached the VMM"
+            else f"returned at t={format_ns(done.t)}, {format_ns(ev.t - done.t)} before KVM_RUN "
+            "returned"
         )
         self.crash = (
             f"vcpu{ev.vcpu} fetched its next instruction at RIP {ev.rip:#x} while no memslot covered "

@@ -19,12 +19,14 @@ show).
 from __future__ import annotations
 
 import errno
+import time
 
 import trio
 
+from engine.backends.kvm.clock import StampedCall, WallClockBus
 from engine.backends.kvm.memory import ScenarioMemory
 from engine.backends.kvm.vm import KvmVM
-from engine.events import DirtyLog, EventBus, Fault, IoctlExit, MemslotChange, Note
+from engine.events import DirtyLog, Fault, IoctlExit, MemslotChange, Note
 from engine.model import constants as c
 from engine.model.region import MemoryRegion
 from engine.model.vm import ioctl_enter_event
@@ -67,7 +69,7 @@ class KvmKernel:
 
     batch = None
 
-    def __init__(self, vm: KvmVM, memory: ScenarioMemory, ram: KvmRam, bus: EventBus) -> None:
+    def __init__(self, vm: KvmVM, memory: ScenarioMemory, ram: KvmRam, bus: WallClockBus) -> None:
         self.vm = vm
         self.memory = memory
         self.ram = ram
@@ -77,53 +79,81 @@ class KvmKernel:
         self.regions: dict[int, MemoryRegion] = {}
         """Every slot as set, with the scenario's HVA (events and snapshots use it)."""
         self._snapshots: dict[int, bytes] = {}
+        self.first_enter_ns: int | None = None
+        self.last_exit_ns: int | None = None
+        """Kernel-side stamps (time.monotonic_ns()) of the update in flight: the backend
+        reports update latency from them (KvmBackend.restate)."""
 
     # --- KVM_SET_USER_MEMORY_REGION ----------------------------------------------------------
 
     def ioctl_now(self, region: MemoryRegion) -> None:
-        old, real = self._enter(region)
-        try:
-            self.vm.set_user_memory_region(*real)
-        except OSError as err:
-            self._failed(region, err)
-            raise
-        self._done(region, old)
+        call = self._call(region)
+        call.run(self.vm.set_user_memory_region, self._real(region))
+        self.bus.settle(call)
+        if call.error is not None:
+            raise call.error
 
     async def ioctl(self, region: MemoryRegion, quiesced: bool) -> None:
-        old, real = self._enter(region)
-        try:
-            if quiesced:
-                self.vm.set_user_memory_region(*real)
-            else:
-                await trio.to_thread.run_sync(self.vm.set_user_memory_region, *real)
-        except OSError as err:
-            self._failed(region, err)
-            raise
-        self._done(region, old)
+        call = self._call(region)
+        real = self._real(region)
+        if quiesced:
+            call.run(self.vm.set_user_memory_region, real)
+        else:
+            self.bus.hold(call)
+            await trio.to_thread.run_sync(call.run, self.vm.set_user_memory_region, real)
+        self.bus.settle(call)
+        if call.error is not None:
+            raise call.error
         if quiesced:
             await trio.lowlevel.checkpoint()
 
-    def _enter(self, region: MemoryRegion) -> tuple[MemoryRegion | None, MemoryRegion]:
-        self.bus.emit(ioctl_enter_event(IOCTL, "vmm", region))
-        real = region._replace(userspace_addr=self.memory.real(region.userspace_addr))
-        return self.regions.get(region.slot), real
+    def _real(self, region: MemoryRegion) -> tuple[int, ...]:
+        return tuple(region._replace(userspace_addr=self.memory.real(region.userspace_addr)))
 
-    def _failed(self, region: MemoryRegion, err: OSError) -> None:
+    def _call(self, region: MemoryRegion) -> StampedCall:
+        """The ioctl as the thread making it stamps it: IoctlEnter at the instant before the
+        syscall, the result at the instant after (clock.py). The VMM issues one memslot
+        ioctl at a time, so the slot as set before is the one ``regions`` holds now."""
+        old = self.regions.get(region.slot)
+        bus = self.bus
+
+        def announce(at: int) -> None:
+            bus.emit_at(ioctl_enter_event(IOCTL, "vmm", region), at)
+            self.span(at)
+
+        def finish(at: int, err: OSError | None) -> None:
+            self.last_exit_ns = at
+            if err is None:
+                self._done(region, old, at)
+            else:
+                self._failed(region, err, at)
+
+        return StampedCall(announce, finish)
+
+    def span(self, at: int) -> None:
+        """The VMM's first kernel-side action of the update in flight (an ioctl's entry, or
+        the kick that pauses the vCPUs)."""
+        if self.first_enter_ns is None:
+            self.first_enter_ns = at
+
+    def _failed(self, region: MemoryRegion, err: OSError, at: int) -> None:
         code = err.errno or 0
-        self.bus.emit(
+        self.bus.emit_at(
             IoctlExit(
                 actor="vmm",
                 ioctl=IOCTL,
                 slot=region.slot,
                 errno=code,
                 error=errno.errorcode.get(code, ""),
-            )
+            ),
+            at,
         )
 
-    def _done(self, region: MemoryRegion, old: MemoryRegion | None) -> None:
+    def _done(self, region: MemoryRegion, old: MemoryRegion | None, at: int) -> None:
         change = change_kind(old, region)
+        emit = self.bus.emit_at
         if change is None:
-            self.bus.emit(IoctlExit(actor="vmm", ioctl=IOCTL, slot=0, change="NONE"))
+            emit(IoctlExit(actor="vmm", ioctl=IOCTL, slot=0, change="NONE"), at)
             return
         shown = old if change == "DELETE" else region
         assert shown is not None
@@ -131,7 +161,7 @@ class KvmKernel:
         logs = region.memory_size and region.flags & c.KVM_MEM_LOG_DIRTY_PAGES
         if old is not None and logged and not logs:
             self._unharvested(old)
-        self.bus.emit(
+        emit(
             MemslotChange(
                 as_id=region.as_id,
                 id=region.id,
@@ -140,7 +170,8 @@ class KvmKernel:
                 base_gfn=shown.guest_phys_addr >> c.PAGE_SHIFT,
                 npages=shown.memory_size >> c.PAGE_SHIFT,
                 flags=shown.flags,
-            )
+            ),
+            at,
         )
         if change == "DELETE":
             self.regions.pop(region.slot, None)
@@ -149,7 +180,7 @@ class KvmKernel:
             self.regions[region.slot] = region
             if logs and not logged:
                 self._snapshot(region)
-        self.bus.emit(IoctlExit(actor="vmm", ioctl=IOCTL, slot=region.slot, change=change))
+        emit(IoctlExit(actor="vmm", ioctl=IOCTL, slot=region.slot, change=change), at)
 
     def logging(self, slot: int) -> bool:
         region = self.regions.get(slot)
@@ -167,9 +198,14 @@ class KvmKernel:
             if r.flags & c.KVM_MEM_LOG_DIRTY_PAGES and (only is None or r.id in only)
         ]
         for region in logging:
-            pages = await trio.to_thread.run_sync(self.vm.get_dirty_log, region.slot)
-            self.bus.emit(DirtyLog(slot=region.slot, pages=pages))
+            pages, at = await trio.to_thread.run_sync(self._get_dirty_log, region.slot)
+            self.bus.emit_at(DirtyLog(slot=region.slot, pages=pages), at)
             self._snapshot(region)
+
+    def _get_dirty_log(self, slot: int) -> tuple[list[int], int]:
+        """KVM_GET_DIRTY_LOG in the worker thread, stamped there as it returns."""
+        pages = self.vm.get_dirty_log(slot)
+        return pages, time.monotonic_ns()
 
     def _snapshot(self, region: MemoryRegion) -> None:
         """RAM of a logging slot right after its bitmap was harvested (or created): what the

@@ -115,6 +115,8 @@ class KvmVcpu:
         self._thread: int | None = None  # ident of the thread inside run(), if any
         self._closing = False
         self._regs = bytearray(REGS.size)
+        self.returned_ns = 0
+        """time.monotonic_ns() taken in the calling thread the instant KVM_RUN last returned."""
         fd = kvm_ioctl(vm.vm_fd_checked(), KVM_CREATE_VCPU, index)
         try:
             self._page = mmap.mmap(
@@ -147,7 +149,10 @@ class KvmVcpu:
             self._thread = threading.get_ident()
         try:
             # fcntl.ioctl releases the GIL for the call and does not retry on EINTR.
-            fcntl.ioctl(self.fd, KVM_RUN, 0)
+            try:
+                fcntl.ioctl(self.fd, KVM_RUN, 0)
+            finally:
+                self.returned_ns = time.monotonic_ns()
             # Read while still marked as inside run(): close() waits for that to end.
             reason: int = _EXIT_REASON.unpack_from(page, RUN_EXIT_REASON)[0]
         except InterruptedError:

@@ -6,7 +6,8 @@ accel blocker: the runner sets kvm_run->immediate_exit and signals the thread, s
 returns -EINTR at once (arch/x86/kvm/x86.c: kvm_arch_vcpu_ioctl_run()).
 
 Only what leaves the kernel is visible: a Fault event is inferred from an exit (an MMIO exit
-is a fault that found no usable slot; an internal error is a fetch that found none).
+is a fault that found no usable slot; an internal error is a fetch that found none). An exit
+and its fault carry the instant KVM_RUN returned, stamped in the vCPU's thread (clock.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from engine.backends.kvm.ioctl import REGS_RIP
 from engine.backends.kvm.vcpu import KvmVcpu, Mmio
 from engine.backends.kvm.x86 import X86Program
 from engine.core.ports import VcpuTotals
-from engine.events import EventBus, Exit, Fault, classify_internal
+from engine.events import Exit, Fault, classify_internal
 from engine.model import constants as c
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ class RawExit:
 
     reason: int
     rip: int
+    at_ns: int
+    """time.monotonic_ns() in the vCPU's thread the instant KVM_RUN returned."""
     mmio: Mmio | None = None
     suberror: int = 0
     data: tuple[int, ...] = ()
@@ -67,14 +70,24 @@ class KvmVcpus:
         self.stopping = False
         self.limiter = trio.CapacityLimiter(nr_vcpus + 2)
         self._all_out: trio.Event | None = None
+        self.kick_ns = 0
+        self.kicked: list[KvmVcpuRunner] = []
 
     def vcpu_out(self) -> None:
         if self._all_out is not None:
             self._all_out.set()
 
     def kick_all(self) -> None:
+        self.kick_ns = time.monotonic_ns()
+        self.kicked = [r for r in self.runners if not r.out_of_kvm_run]
         for runner in self.runners:
             runner.kick()
+
+    def pause_ns(self) -> int:
+        """Kernel-side pause latency: from the kick to the last kicked vCPU's return from
+        KVM_RUN, both stamped in the thread that made the syscall."""
+        out = [r.returned_ns for r in self.kicked]
+        return max(0, max(out, default=self.kick_ns) - self.kick_ns)
 
     async def wait_all_out(self) -> None:
         while not all(r.out_of_kvm_run for r in self.runners):
@@ -124,7 +137,7 @@ class KvmVcpuRunner:
     ) -> None:
         self.control = control
         self.vmm = vmm
-        self.bus: EventBus = control.bus
+        self.bus: WallClockBus = control.bus
         self.program = program
         self.vcpu = vcpu
         self.index = index
@@ -138,6 +151,8 @@ class KvmVcpuRunner:
         self.blocked_since = -1
         self.done = False
         self.pending_jump: int | None = None
+        self.returned_ns = 0
+        self._at = 0
         self._resume = trio.Event()
 
     def kick(self) -> None:
@@ -186,18 +201,22 @@ class KvmVcpuRunner:
                 call.started = True
             try:
                 reason = vcpu.run()
+                at = vcpu.returned_ns
                 rip = vcpu.get_regs()[REGS_RIP]
                 if reason == c.KVM_EXIT_MMIO:
-                    return RawExit(reason, rip, mmio=vcpu.mmio())
+                    return RawExit(reason, rip, at, mmio=vcpu.mmio())
                 if reason == c.KVM_EXIT_INTERNAL_ERROR:
                     suberror, data = vcpu.internal_error()
-                    return RawExit(reason, rip, suberror=suberror, data=tuple(data))
-                return RawExit(reason, rip)
+                    return RawExit(reason, rip, at, suberror=suberror, data=tuple(data))
+                return RawExit(reason, rip, at)
             finally:
                 call.finished.set()
 
         try:
-            return await trio.to_thread.run_sync(work, abandon_on_cancel=True, limiter=ctl.limiter)
+            raw = await trio.to_thread.run_sync(work, abandon_on_cancel=True, limiter=ctl.limiter)
+            if raw is not None:
+                self.returned_ns = raw.at_ns
+            return raw
         except trio.Cancelled:
             with call.lock:
                 call.abandoned = True
@@ -227,17 +246,20 @@ class KvmVcpuRunner:
 
     def _fault(self, gpa: int, access: str, outcome: str) -> None:
         self.faults[outcome] += 1
-        self.bus.emit(Fault(vcpu=self.index, gpa=gpa, access=access, outcome=outcome, slot=-1))
+        fault = Fault(vcpu=self.index, gpa=gpa, access=access, outcome=outcome, slot=-1)
+        self.bus.emit_at(fault, self._at)
 
     def _exit(self, reason: int, rip: int, **fields: Any) -> str:
         name = c.EXIT_REASON_NAMES.get(reason, f"KVM_EXIT_{reason}")
         self.exits[name] += 1
-        self.bus.emit(Exit(vcpu=self.index, reason=name, rip=rip, **fields))
+        exit = Exit(vcpu=self.index, reason=name, rip=rip, **fields)
+        self.bus.emit_at(exit, self._at)
         return name
 
     def _handle(self, raw: RawExit) -> bool:
         """One exit, as the model's vCPU and VcpuRunner report it; False when the vCPU stops."""
         vmm = self.vmm
+        self._at = raw.at_ns  # the exit and what it implies happened when KVM_RUN returned
         rip = self.program.model_of(raw.rip)
         self.rip = rip
         if raw.reason == c.KVM_EXIT_MMIO:
