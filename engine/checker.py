@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import msgspec
+
 from engine.dirtycheck import DirtyTracker
 from engine.events import (
     DirtyLog,
@@ -48,11 +50,18 @@ LIVELOCK_RETRIES = 64
 NO_SLOT = frozenset({"mmio", "emulation_failure", "mmio_len0", "ud_injected", "pabt_injected"})
 
 
+class Finding(msgspec.Struct):
+    """One violation as a verdict lists it: the check that failed and what it found."""
+
+    kind: str
+    message: str
+
+
 @dataclasses.dataclass
 class Verdict:
     verdict: str
     explanation: str
-    violations: list[dict[str, str]]
+    violations: list[Finding]
 
 
 class Checker:
@@ -223,7 +232,7 @@ class Checker:
         )
 
     def verdict(self) -> Verdict:
-        violations = [{"kind": v.check, "message": v.message} for v in self.violations]
+        violations = [Finding(v.check, v.message) for v in self.violations]
         if self.violations:
             first = self.violations[0]
             more = f" (+{len(self.violations) - 1} more)" if len(self.violations) > 1 else ""

@@ -22,6 +22,7 @@ from engine.runner import check_log, make_config, run_session, summary_json, ver
 from engine.scenarios import ScenarioError, builtin_names, load_scenario
 from engine.signals import INTERRUPTED, Interrupted, install_sigterm
 from engine.sim.perturb import Perturb, parse_perturb
+from engine.summary import Summary
 from engine.units import format_ns, parse_duration
 from engine.vmm.strategies import STRATEGIES
 
@@ -468,7 +469,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(summary_json(summary))
     else:
         print_summary(summary)
-    return exit_status(summary["verdict"], args.expect)
+    return exit_status(summary.verdict, args.expect)
 
 
 def exit_status(verdict: str, expect: str | None) -> int:
@@ -477,50 +478,50 @@ def exit_status(verdict: str, expect: str | None) -> int:
     return EXIT_CODES[verdict]
 
 
-def print_summary(s: dict[str, Any]) -> None:
+def print_summary(s: Summary) -> None:
     from rich.console import Console
     from rich.table import Table
 
     colour = {"ok": "green", "crashed": "red", "livelock": "yellow", "violation": "magenta"}[
-        s["verdict"]
+        s.verdict
     ]
     console = Console()
     console.print(
-        f"[bold {colour}]{s['verdict'].upper()}[/]  {s['scenario']} / {s['strategy']} / seed {s['seed']}"
+        f"[bold {colour}]{s.verdict.upper()}[/]  {s.scenario} / {s.strategy} / seed {s.seed}"
     )
-    console.print(s["explanation"], highlight=False)
+    console.print(s.explanation, highlight=False)
     table = Table(show_header=False, box=None, pad_edge=False)
-    lat = s["update_latency_ns"]
+    lat = s.update_latency_ns
     rows = [
-        ("transactions", str(s["transactions"])),
-        ("ioctls", str(s["ioctls"])),
-        ("internal errors", str(s["internal_errors"])),
-        ("MMIO exits", str(s["mmio_exits"])),
-        ("fault retries", str(s["retries"])),
-        ("#UD injected", str(s["ud_injected"])),
+        ("transactions", str(s.transactions)),
+        ("ioctls", str(s.ioctls)),
+        ("internal errors", str(s.internal_errors)),
+        ("MMIO exits", str(s.mmio_exits)),
+        ("fault retries", str(s.retries)),
+        ("#UD injected", str(s.ud_injected)),
         (
             "update latency",
             # Every completed update takes time in the kernel: a zero maximum means none did.
-            f"p50 {format_ns(lat['p50'])}  p99 {format_ns(lat['p99'])}  max {format_ns(lat['max'])}"
-            if lat["max"]
+            f"p50 {format_ns(lat.p50)}  p99 {format_ns(lat.p99)}  max {format_ns(lat.max)}"
+            if lat.max
             else "no update completed",
         ),
-        ("vCPU stall", format_ns(s["vcpu_stall_ns"])),
-        ("events", f"{s['events']} over {format_ns(s['virtual_ns'])} virtual"),
-        ("log", str(s["log"]) if s["log"] else "not recorded (--no-log)"),
+        ("vCPU stall", format_ns(s.vcpu_stall_ns)),
+        ("events", f"{s.events} over {format_ns(s.virtual_ns)} virtual"),
+        ("log", str(s.log) if s.log else "not recorded (--no-log)"),
     ]
     for k, v in rows:
         table.add_row(f"[dim]{k}[/]", v)
     console.print(table)
-    for v in s["violations"][:5]:
-        console.print(f"[magenta]{v['kind']}[/]: {v['message']}", highlight=False)
+    for found in s.violations[:5]:
+        console.print(f"[magenta]{found.kind}[/]: {found.message}", highlight=False)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     verdict, log = check_log(args.log)
     print(f"{verdict.verdict}: {verdict.explanation}")
     for v in verdict.violations:
-        print(f"  {v['kind']}: {v['message']}")
+        print(f"  {v.kind}: {v.message}")
     if log.verdict is None:
         # Nothing to agree with: the judgement above covers a run cut short, not a result.
         print("the log has no verdict line: the run did not finish")

@@ -26,6 +26,7 @@ from engine.matrix import (
     VERDICT_COLOUR,
     VERDICT_ORDER,
     MatrixRow,
+    RunOne,
     RunRow,
     aggregate,
     run_one,
@@ -65,12 +66,13 @@ def compare_matrix(
     faults: list[str],
     progress: Progress | None = None,
     duration_ns: int | None = None,
+    run: RunOne = run_one,
 ) -> list[MatrixRow]:
     """Run every (strategy, seed) for seeds 1..seeds and return one row per strategy, in the
     order given. Raises ValueError for bad input before any run starts. Synchronous: it runs
     trio itself, so call it from a thread when inside a trio or asyncio loop."""
     each = None if progress is None else (lambda _scenario, done, total: progress(done, total))
-    return compare_matrices([scenario], strategies, seeds, jobs, faults, each, duration_ns)[
+    return compare_matrices([scenario], strategies, seeds, jobs, faults, each, duration_ns, run)[
         scenario
     ]
 
@@ -86,10 +88,15 @@ def compare_matrices(
     faults: list[str],
     progress: ScenarioProgress | None = None,
     duration_ns: int | None = None,
+    run: RunOne = run_one,
 ) -> dict[str, list[MatrixRow]]:
     """compare_matrix for several scenarios at once: one pool of workers for all their runs
     (started once, and kept busy across scenario boundaries). progress(scenario, done, total)
-    counts each scenario's runs."""
+    counts each scenario's runs.
+
+    The matrix is a function of `run` alone: each (scenario, strategy, seed) is one call, and
+    the rows aggregate the results in (strategy, seed) order, whichever worker computed
+    them. `run` must be picklable (a module-level function) when jobs > 1."""
     for scenario in scenarios:
         _validate(scenario, strategies, seeds, jobs, faults)
     keys = [(sc, st, seed) for sc in scenarios for st in strategies for seed in range(1, seeds + 1)]
@@ -103,9 +110,9 @@ def compare_matrices(
 
     call = (tuple(faults), duration_ns)
     if jobs == 1 or len(keys) == 1:
-        results = _run_serial(keys, call, finished)
+        results = _run_serial(run, keys, call, finished)
     else:
-        results = trio.run(_run_parallel, keys, call, jobs, finished)
+        results = trio.run(_run_parallel, run, keys, call, jobs, finished)
     return {
         sc: [
             aggregate(st, [results[(sc, st, seed)] for seed in range(1, seeds + 1)])
@@ -129,11 +136,13 @@ def _failed(key: RunKey, args: RunArgs, err: BaseException) -> CompareRunError:
     )
 
 
-def _run_serial(keys: list[RunKey], args: RunArgs, finished: Finished) -> dict[RunKey, RunRow]:
+def _run_serial(
+    run: RunOne, keys: list[RunKey], args: RunArgs, finished: Finished
+) -> dict[RunKey, RunRow]:
     results: dict[RunKey, RunRow] = {}
     for key in keys:
         try:
-            results[key] = run_one(*key, *args)
+            results[key] = run(*key, *args)
         except Exception as err:
             raise _failed(key, args, err) from err
         finished(key)
@@ -141,7 +150,7 @@ def _run_serial(keys: list[RunKey], args: RunArgs, finished: Finished) -> dict[R
 
 
 async def _run_parallel(
-    keys: list[RunKey], args: RunArgs, jobs: int, finished: Finished
+    run: RunOne, keys: list[RunKey], args: RunArgs, jobs: int, finished: Finished
 ) -> dict[RunKey, RunRow]:
     """Every run in a trio-parallel worker process, at most jobs at once. This process only
     hands runs out and collects results (a thread of its own running sims as well was
@@ -156,9 +165,7 @@ async def _run_parallel(
 
         async def one(key: RunKey, cancel: trio.CancelScope) -> None:
             try:
-                result = await ctx.run_sync(
-                    run_one, *key, *args, kill_on_cancel=True, limiter=limiter
-                )
+                result = await ctx.run_sync(run, *key, *args, kill_on_cancel=True, limiter=limiter)
             except Exception as err:
                 if not failure:
                     failure.append(_failed(key, args, err))
@@ -250,6 +257,7 @@ __all__ = [
     "VERDICT_ORDER",
     "CompareRunError",
     "MatrixRow",
+    "RunOne",
     "RunRow",
     "aggregate",
     "cmd_compare",

@@ -39,19 +39,19 @@ def matrix_table(
     table.add_column("p99", justify="right", no_wrap=True)
     for r in rows:
         verdicts = ", ".join(
-            f"[{VERDICT_COLOUR.get(v, 'white')}]{n} {v}[/]" for v, n in r["verdicts"].items()
+            f"[{VERDICT_COLOUR.get(v, 'white')}]{n} {v}[/]" for v, n in r.verdicts.items()
         )
-        if r["violations"]:
-            found = ", ".join(f"{n} {k}" for k, n in r["violations"].items())
+        if r.violations:
+            found = ", ".join(f"{n} {k}" for k, n in r.violations.items())
             verdicts += f" [dim]({found})[/]"
         table.add_row(
-            r["strategy"],
+            r.strategy,
             verdicts,
-            f"{r['crash_rate']:.0%}",
-            str(r["internal_errors"]),
-            f"{r['retries']:.1f}",
-            format_ns(r["stall_ns"]),
-            format_ns(r["latency_p50_ns"]) if r["latency_p50_ns"] else "-",
-            format_ns(r["latency_p99_ns"]) if r["latency_p99_ns"] else "-",
+            f"{r.crash_rate:.0%}",
+            str(r.internal_errors),
+            f"{r.retries:.1f}",
+            format_ns(r.stall_ns),
+            format_ns(r.latency_p50_ns) if r.latency_p50_ns else "-",
+            format_ns(r.latency_p99_ns) if r.latency_p99_ns else "-",
         )
     return table

@@ -6,7 +6,7 @@ backend (``pacing`` is None on the wall clock), never by checking which one it i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from engine.snapshot import Snapshot, Tracker
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from engine.core.session import SessionCore
     from engine.events import Event, Subscriber
     from engine.sim.runtime import Pacing
+    from engine.summary import Summary
 
 
 class LiveSession:
@@ -81,5 +82,5 @@ class LiveSession:
     def result(self) -> Verdict | None:
         return self.session.result
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> Summary:
         return self.session.summary()

@@ -19,6 +19,7 @@ from engine import events as ev
 from engine.events import SCHEMA_VERSION, Event
 from engine.logio import LogIOError, display_name, log_lines, open_sink
 from engine.sim.perturb import Perturb
+from engine.summary import Summary
 
 READABLE_SCHEMAS = (1, SCHEMA_VERSION)
 """Schema 1 differs from 2 only in its verdict line's summary, which recorded the log's path."""
@@ -49,7 +50,8 @@ class Header(msgspec.Struct, tag_field="kind", tag="header", kw_only=True):
 class VerdictLine(msgspec.Struct, tag_field="kind", tag="verdict", kw_only=True):
     verdict: str
     explanation: str
-    summary: dict[str, Any]
+    summary: Summary
+    """The run's summary less `log` (schema 1 logs recorded it: it reads into summary.log)."""
 
 
 def _event_types() -> tuple[type[Event], ...]:
@@ -216,9 +218,9 @@ def check_header(obj: object, name: str) -> Header:
     return obj
 
 
-def verdict_line(verdict: str, explanation: str, summary: dict[str, Any]) -> VerdictLine:
+def verdict_line(verdict: str, explanation: str, summary: Summary) -> VerdictLine:
     """The verdict line a run writes: its summary less where the log lives."""
-    kept = {k: v for k, v in summary.items() if k != "log"}
+    kept = msgspec.structs.replace(summary, log=msgspec.UNSET)
     return VerdictLine(verdict=verdict, explanation=explanation, summary=kept)
 
 

@@ -22,9 +22,12 @@ and are left out of the latency percentiles.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import msgspec
+
+from engine.summary import Summary, percentile
 from engine.sweep.unit import RunSpec, execute
 
 VERDICT_ORDER = ("violation", "crashed", "livelock", "ok")
@@ -35,7 +38,7 @@ LEGEND = (
 )
 
 
-class RunRow(TypedDict):
+class RunRow(msgspec.Struct, kw_only=True):
     """One run, as a matrix row needs it (the same keys in a sweep's Parquet rows)."""
 
     seed: int
@@ -52,7 +55,9 @@ class RunRow(TypedDict):
     window_mmio_exits: int
 
 
-class MatrixRow(TypedDict):
+class MatrixRow(msgspec.Struct, kw_only=True):
+    """One strategy over its runs (the fields are described at the top of this module)."""
+
     strategy: str
     runs: int
     crash_rate: float
@@ -67,44 +72,39 @@ class MatrixRow(TypedDict):
     window_mmio_exits: int
 
 
+RunOne = Callable[[str, str, int, tuple[str, ...], int | None], RunRow]
+"""(scenario, strategy, seed, faults, duration_ns) -> the run's row: what a matrix is computed
+over. It must be picklable (a module-level function) to run in a worker process."""
+
+
 def run_one(
     scenario: str, strategy: str, seed: int, faults: tuple[str, ...], duration_ns: int | None
 ) -> RunRow:
-    """One headless run, reduced to what a matrix row needs (cheap to send between
-    processes). A module-level function so worker processes can import it."""
+    """One headless run on the model, reduced to what a matrix row needs (cheap to send
+    between processes). A module-level function so worker processes can import it."""
     spec = RunSpec(
         scenario=scenario, strategy=strategy, seed=seed, faults=faults, duration_ns=duration_ns
     )
     return row_from_summary(seed, execute(spec).summary)
 
 
-def row_from_summary(seed: int, s: dict[str, Any]) -> RunRow:
+def row_from_summary(seed: int, s: Summary) -> RunRow:
     """What a matrix row needs from one run's summary, whichever backend ran it."""
-    lat = s["update_latency_ns"]
-    crashed = s["verdict"] == "crashed" or s["internal_errors"] > 0 or s["ud_injected"] > 0
-    return {
-        "seed": seed,
-        "verdict": s["verdict"],
-        "crashed": crashed,
-        "internal_errors": s["internal_errors"],
-        "retries": s["retries"],
-        "stall_ns": s["vcpu_stall_ns"],
-        "committed": lat["max"] > 0,
-        "p50": lat["p50"],
-        "p99": lat["p99"],
-        "violations": [v["kind"] for v in s["violations"]],
-        "exits": dict(s.get("exits", {})),
-        "window_mmio_exits": s.get("window_mmio_exits", 0),
-    }
-
-
-def nearest_rank(values: list[int], p: int) -> int:
-    """The p-th percentile by nearest rank: the ceil(n * p / 100)-th smallest; 0 for none."""
-    if not values:
-        return 0
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * p // 100))  # ceil(n * p / 100), at least 1
-    return ordered[rank - 1]
+    lat = s.update_latency_ns
+    return RunRow(
+        seed=seed,
+        verdict=s.verdict,
+        crashed=s.crashed,
+        internal_errors=s.internal_errors,
+        retries=s.retries,
+        stall_ns=s.vcpu_stall_ns,
+        committed=lat.max > 0,
+        p50=lat.p50,
+        p99=lat.p99,
+        violations=[v.kind for v in s.violations],
+        exits=dict(s.exits),
+        window_mmio_exits=s.window_mmio_exits,
+    )
 
 
 def _mean(values: list[int]) -> float:
@@ -133,34 +133,34 @@ def aggregate(strategy: str, runs: Sequence[RunRow]) -> MatrixRow:
     """One matrix row from a strategy's runs (in seed order)."""
     counts: dict[str, int] = {}
     for r in runs:
-        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+        counts[r.verdict] = counts.get(r.verdict, 0) + 1
     verdicts = {v: counts[v] for v in VERDICT_ORDER if v in counts}
     verdicts.update({v: n for v, n in sorted(counts.items()) if v not in verdicts})
     violations: dict[str, int] = {}
     for r in runs:
-        for kind in r["violations"]:
+        for kind in r.violations:
             violations[kind] = violations.get(kind, 0) + 1
-    committed = [r for r in runs if r["committed"]]
+    committed = [r for r in runs if r.committed]
     n = len(runs)
-    return {
-        "strategy": strategy,
-        "runs": n,
-        "crash_rate": round(sum(1 for r in runs if r["crashed"]) / n, 4) if n else 0.0,
-        "retries": _mean([r["retries"] for r in runs]),
-        "stall_ns": _mean([r["stall_ns"] for r in runs]),
-        "latency_p50_ns": nearest_rank([r["p50"] for r in committed], 50),
-        "latency_p99_ns": nearest_rank([r["p99"] for r in committed], 99),
-        "verdicts": verdicts,
-        "internal_errors": sum(r["internal_errors"] for r in runs),
-        "violations": dict(sorted(violations.items())),
-        "exits": _sum_exits(runs),
-        "window_mmio_exits": sum(r["window_mmio_exits"] for r in runs),
-    }
+    return MatrixRow(
+        strategy=strategy,
+        runs=n,
+        crash_rate=round(sum(1 for r in runs if r.crashed) / n, 4) if n else 0.0,
+        retries=_mean([r.retries for r in runs]),
+        stall_ns=_mean([r.stall_ns for r in runs]),
+        latency_p50_ns=percentile([r.p50 for r in committed], 50),
+        latency_p99_ns=percentile([r.p99 for r in committed], 99),
+        verdicts=verdicts,
+        internal_errors=sum(r.internal_errors for r in runs),
+        violations=dict(sorted(violations.items())),
+        exits=_sum_exits(runs),
+        window_mmio_exits=sum(r.window_mmio_exits for r in runs),
+    )
 
 
 def _sum_exits(runs: Sequence[RunRow]) -> dict[str, int]:
     total: dict[str, int] = {}
     for r in runs:
-        for kind, n in r["exits"].items():
+        for kind, n in r.exits.items():
             total[kind] = total.get(kind, 0) + n
     return dict(sorted(total.items()))

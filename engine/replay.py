@@ -65,8 +65,8 @@ class Replay:
         self.total = len(self.log.event_lines)
         self.times = [e.t for e in self.log.events]
         verdict = self.log.verdict
-        virtual = verdict.summary.get("virtual_ns") if verdict is not None else None
-        self.total_ns = int(virtual) if isinstance(virtual, int) else max(self.times, default=0)
+        recorded = verdict.summary.virtual_ns if verdict is not None else 0
+        self.total_ns = recorded or max(self.times, default=0)
         self.marks: dict[int, str] = {}
         for i, e in enumerate(self.log.events):
             if isinstance(e, Injected):

@@ -20,6 +20,7 @@ from engine.session import RunConfig, Session
 from engine.signals import run_interruptible
 from engine.sim.perturb import Perturb
 from engine.sim.runtime import Pacing
+from engine.summary import Summary
 from engine.vmm.flatview import FlatView
 from engine.vmm.strategies import get_strategy
 
@@ -95,7 +96,7 @@ def new_session(config: RunConfig, log: str | None) -> Session:
     return Session(config, log_path=log)
 
 
-def run_session(config: RunConfig, log: str | None = None) -> dict[str, Any]:
+def run_session(config: RunConfig, log: str | None = None) -> Summary:
     """One run flat out; SIGINT/SIGTERM finish its log and raise engine.signals.Interrupted."""
     session = Session(config, log_path=log)
     try:
@@ -212,5 +213,5 @@ def checker_for(header: Header) -> Checker:
     return Checker(atomic)
 
 
-def summary_json(summary: dict[str, Any]) -> str:
+def summary_json(summary: Summary) -> str:
     return msgspec.json.encode(summary).decode()

@@ -121,7 +121,7 @@ def _throughput_headless(scenario: str, vcpus: int, duration_ns: int) -> tuple[f
     config = make_config(scenario, "inhibit", vcpus=vcpus, duration_ns=duration_ns)
     start = time.perf_counter()
     summary = run_session(config)
-    return time.perf_counter() - start, int(summary["events"])
+    return time.perf_counter() - start, int(summary.events)
 
 
 async def _key_latency(scenario: str, speed: float, presses: int) -> list[float]:

@@ -31,14 +31,12 @@ from engine.events import SCHEMA_VERSION, Event, Subscriber
 from engine.faults import FaultError, Injector, check_targets, parse_fault
 from engine.log import Header, LogWriter, VerdictLine
 from engine.signals import INTERRUPTED, explanation
-from engine.summary import build_summary
+from engine.summary import Summary, build_summary
 from engine.vmm.flatview import FlatView
 from engine.vmm.strategies import Strategy, get_strategy
 from engine.vmm.vmm import Vmm
 
 if TYPE_CHECKING:
-    from typing import Any
-
     from engine.checker import Checker
 
 B = TypeVar("B", bound=Backend, covariant=True)
@@ -258,7 +256,7 @@ class SessionCore(Generic[B]):
 
     # --- results ------------------------------------------------------------------------
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> Summary:
         vmm = self._vmm
         machine = self.machine
         totals = machine.vcpus.totals() if machine is not None else VcpuTotals()

@@ -235,25 +235,25 @@ def counters(log: SessionLog) -> list[tuple[str, str]]:
     if log.verdict is None:
         return [("events", str(len(log.events))), ("finished", "no (no verdict line)")]
     s = log.verdict.summary
-    lat = s.get("update_latency_ns", {})
+    lat = s.update_latency_ns
     latency = (
-        f"p50 {format_ns(lat['p50'])} p99 {format_ns(lat['p99'])} max {format_ns(lat['max'])}"
-        if isinstance(lat, dict) and lat.get("max")
+        f"p50 {format_ns(lat.p50)} p99 {format_ns(lat.p99)} max {format_ns(lat.max)}"
+        if lat.max
         else "no update completed"
     )
     rows = [
-        ("transactions", s.get("transactions")),
-        ("ioctls", s.get("ioctls")),
-        ("internal errors", s.get("internal_errors")),
-        ("MMIO exits", s.get("mmio_exits")),
-        ("fault retries", s.get("retries")),
-        ("#UD injected", s.get("ud_injected")),
+        ("transactions", s.transactions),
+        ("ioctls", s.ioctls),
+        ("internal errors", s.internal_errors),
+        ("MMIO exits", s.mmio_exits),
+        ("fault retries", s.retries),
+        ("#UD injected", s.ud_injected),
         ("update latency", latency),
-        ("vCPU stall", format_ns(int(s.get("vcpu_stall_ns", 0)))),
-        ("events", s.get("events")),
-        ("virtual time", format_ns(int(s.get("virtual_ns", 0)))),
+        ("vCPU stall", format_ns(s.vcpu_stall_ns)),
+        ("events", s.events),
+        ("virtual time", format_ns(s.virtual_ns)),
     ]
-    return [(k, str(v)) for k, v in rows if v is not None]
+    return [(k, str(v)) for k, v in rows]
 
 
 def build_report(
@@ -262,7 +262,7 @@ def build_report(
     h = log.header
     if log.verdict is not None:
         verdict, explanation, finished = log.verdict.verdict, log.verdict.explanation, True
-        violations = [f"{v['kind']}: {v['message']}" for v in log.verdict.summary["violations"]]
+        violations = [f"{v.kind}: {v.message}" for v in log.verdict.summary.violations]
     else:
         judged = checker_for(h)
         for e in log.events:
@@ -270,7 +270,7 @@ def build_report(
                 judged.observe(e)
         v = judged.verdict()
         verdict, explanation, finished = v.verdict, v.explanation, False
-        violations = [f"{x['kind']}: {x['message']}" for x in v.violations]
+        violations = [f"{x.kind}: {x.message}" for x in v.violations]
     decisive = decisive_event(log, verdict)
     if window is not None:
         t0, t1 = window

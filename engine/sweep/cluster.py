@@ -38,7 +38,7 @@ def run_chunk(specs: Sequence[RunSpec], keep: Keep) -> list[Result]:
         except Exception as err:
             out.append((spec, None, f"{type(err).__name__}: {err}"))
             continue
-        if keep == "failing" and outcome.summary["verdict"] == "ok":
+        if keep == "failing" and outcome.summary.verdict == "ok":
             outcome.log = None
         out.append((spec, outcome, ""))
     return out

@@ -66,7 +66,7 @@ def calibrate(plan: HuntPlan) -> tuple[int, int, int]:
     config = config_of(spec)
     out = execute(spec)
     duration = config.duration_ns or config.scenario.duration_ns
-    done = max(out.summary["virtual_ns"], 1)
+    done = max(out.summary.virtual_ns, 1)
     steps = out.sync_handoffs
     handoffs = steps if done >= duration else math.ceil(steps * duration / done)
     preempt = plan.max_preempt_ns or min(5 * config.scenario.period_ns, duration // 4)
@@ -129,7 +129,7 @@ def hunt(
         for spec, outcome, error in results:
             i = index[spec.seed]
             finished[i] = True
-            if outcome is None or outcome.summary["verdict"] != "ok":
+            if outcome is None or outcome.summary.verdict != "ok":
                 failing[i] = (spec, outcome, error)
         state["done"] += len(results)
         if progress is not None:
@@ -155,5 +155,5 @@ def hunt(
         return HuntResult(found=spec, verdict="error", explanation=error, **common)
     s = outcome.summary
     return HuntResult(
-        found=spec, verdict=s["verdict"], explanation=s["explanation"], log=outcome.log, **common
+        found=spec, verdict=s.verdict, explanation=s.explanation, log=outcome.log, **common
     )

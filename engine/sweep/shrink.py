@@ -48,7 +48,7 @@ def size_of(config: RunConfig, outcome: Outcome) -> Size:
     p = config.perturb
     return (
         config.vcpus or config.scenario.vcpus,
-        outcome.summary["transactions"],
+        outcome.summary.transactions,
         len(config.faults) + len(config.fault_script),
         (len(p.points) + bool(p.jitter_ns) + 1) if p is not None else 0,
         config.duration_ns or config.scenario.duration_ns,
@@ -79,7 +79,7 @@ def _postponed(config: RunConfig, outcome: Outcome) -> Iterator[RunConfig]:
     as the updates before the failing one took, so its first update lands where the failing one
     did. Without the earlier updates' faults the vCPUs run a little ahead, so shorter holds are
     tried too."""
-    if outcome.summary["transactions"] <= 2:
+    if outcome.summary.transactions <= 2:
         return
     begins = _begins(config)
     if len(begins) < 3:
@@ -144,7 +144,7 @@ def candidates(config: RunConfig, outcome: Outcome, seed_tries: int) -> Iterator
         if cut is not None:
             yield cut
     # The run ends at the failure: a duration just past it loses nothing before it.
-    end = outcome.summary["virtual_ns"]
+    end = outcome.summary.virtual_ns
     duration = config.duration_ns or config.scenario.duration_ns
     for d in (end, end + 1_000, end + 10_000):
         if 0 < d < duration:
@@ -161,10 +161,10 @@ def shrink(
     progress: Callable[[int, Size], None] | None = None,
 ) -> Shrunk:
     outcome = execute_config(config)
-    if outcome.summary["verdict"] != verdict:
+    if outcome.summary.verdict != verdict:
         raise ShrinkError(
             f"the log's run does not fail again: it was {verdict}, re-running it gives "
-            f"{outcome.summary['verdict']}"
+            f"{outcome.summary.verdict}"
         )
     best, best_size, tried = config, size_of(config, outcome), 1
     before = best_size
@@ -174,7 +174,7 @@ def shrink(
         for cand in candidates(best, outcome, seed_tries):
             got = execute_config(cand)
             tried += 1
-            if got.summary["verdict"] != verdict:
+            if got.summary.verdict != verdict:
                 continue
             size = size_of(cand, got)
             if size < best_size:

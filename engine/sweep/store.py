@@ -13,10 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.compare import row_from_summary
+from engine.matrix import row_from_summary
 from engine.sweep.unit import Outcome, RunSpec
 
 SCHEMA = pa.schema(
@@ -101,11 +102,11 @@ def row_of(
     return {
         **base,
         # The per-run fields compare's matrix aggregates, exactly as compare derives them.
-        **row_from_summary(spec.seed, s),
-        "explanation": s["explanation"],
-        "transactions": s["transactions"],
-        "events": s["events"],
-        "virtual_ns": s["virtual_ns"],
+        **msgspec.structs.asdict(row_from_summary(spec.seed, s)),
+        "explanation": s.explanation,
+        "transactions": s.transactions,
+        "events": s.events,
+        "virtual_ns": s.virtual_ns,
         "digest": outcome.digest,
     }
 

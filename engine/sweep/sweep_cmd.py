@@ -216,7 +216,7 @@ def print_summary(path: str, as_json: bool) -> int:
         extra += [f"{vcpus} vCPUs"] if vcpus is not None else []
         if extra:
             label += f" ({', '.join(extra)})"
-        seeds = max(r["runs"] for r in rows)
+        seeds = max(r.runs for r in rows)
         console.print(matrix_table(label, rows, seeds, faults.split(), duration))
     console.print(LEGEND, style="dim", highlight=False)
     return 0

@@ -21,6 +21,7 @@ from engine.log import verdict_line
 from engine.runner import make_config
 from engine.session import RunConfig, Session
 from engine.sim.perturb import Perturb
+from engine.summary import Summary
 
 
 class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,7 +56,7 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Outcome(msgspec.Struct, kw_only=True):
-    summary: dict[str, Any]
+    summary: Summary
     digest: str
     handoffs: int
     sync_handoffs: int
@@ -106,7 +107,7 @@ def execute_config(config: RunConfig, keep_log: bool = False) -> Outcome:
     head = bytearray(encoder.encode(session.header()) + b"\n")
     trio.run(session.run)
     summary = session.summary()
-    verdict = verdict_line(summary["verdict"], summary["explanation"], summary)
+    verdict = verdict_line(summary.verdict, summary.explanation, summary)
     head += buf
     head += encoder.encode(verdict) + b"\n"
     return Outcome(

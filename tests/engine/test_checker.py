@@ -145,7 +145,7 @@ def _window(outcome: str, gpa: int, atomic: bool = True) -> list[Event]:
 def test_atomicity_violation_only_for_strategies_that_claim_it() -> None:
     v = feed(Checker(atomic=True), _window("emulation_failure", 0x1000)).verdict()
     assert v.verdict == "violation"
-    assert v.violations[0]["kind"] == "atomicity"
+    assert v.violations[0].kind == "atomicity"
     assert (
         feed(Checker(atomic=False), _window("emulation_failure", 0x1000)).verdict().verdict == "ok"
     )
@@ -171,7 +171,7 @@ def test_atomicity_exemptions() -> None:
 
 
 def test_lost_write_only_when_dropped() -> None:
-    assert feed(Checker(atomic=False), lost_write()).verdict().violations[0]["kind"] == "lost_write"
+    assert feed(Checker(atomic=False), lost_write()).verdict().violations[0].kind == "lost_write"
     served = MmioServed(vcpu=0, gpa=0x3000, is_write=True, data=7, target="ram", region="pc.ram")
     dropped_read = MmioServed(
         vcpu=0, gpa=0x3000, is_write=False, data=0, target="dropped", region="pc.ram"
@@ -205,9 +205,9 @@ def test_lost_dirty_bits(destroy: MemslotChange, lost: bool) -> None:
     v = feed(Checker(atomic=False), stream).verdict()
     assert (v.verdict == "violation") is lost
     if lost:
-        assert [x["kind"] for x in v.violations] == ["lost_dirty", "lost_dirty"]
-        assert "page 2)" in v.violations[0]["message"]
-        assert "page 5)" in v.violations[1]["message"]
+        assert [x.kind for x in v.violations] == ["lost_dirty", "lost_dirty"]
+        assert "page 2)" in v.violations[0].message
+        assert "page 5)" in v.violations[1].message
 
 
 def test_harvested_dirty_bits_are_not_lost() -> None:
@@ -228,7 +228,7 @@ def test_harvested_dirty_bits_are_not_lost() -> None:
     ]
     v = feed(Checker(atomic=False), partly).verdict()
     assert len(v.violations) == 1
-    assert "GPA 0x15000 (as_id 0 slot 1 page 5)" in v.violations[0]["message"]
+    assert "GPA 0x15000 (as_id 0 slot 1 page 5)" in v.violations[0].message
 
 
 def test_each_lost_dirty_bit_names_its_write_sync_and_ioctl() -> None:
@@ -255,13 +255,13 @@ def test_use_after_free_reported_once_per_reader_and_set() -> None:
     stream = [*uaf(), *uaf(), ReaderUseAfterFree(reader="vcpu0", as_id=0, version=4, age=2)]
     v = feed(Checker(atomic=True), stream).verdict()
     assert v.verdict == "violation"
-    assert [x["kind"] for x in v.violations] == ["srcu_uaf", "srcu_uaf"]
+    assert [x.kind for x in v.violations] == ["srcu_uaf", "srcu_uaf"]
     assert "(+1 more)" in v.explanation
 
 
 def test_unbalanced_srcu_unlock() -> None:
     v = feed(Checker(atomic=False), [SrcuUnlockMismatch(reader="vcpu1", held_idx=0, idx=1)])
-    assert v.verdict().violations[0]["kind"] == "srcu_unlock"
+    assert v.verdict().violations[0].kind == "srcu_unlock"
 
 
 def test_violations_are_emitted_back_to_the_bus() -> None:

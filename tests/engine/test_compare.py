@@ -72,23 +72,23 @@ def test_aggregate() -> None:
         _run("ok", retries=2, stall_ns=3_000, p50=200, p99=400),
     ]
     row = aggregate("convert", runs)
-    assert row["strategy"] == "convert"
-    assert row["runs"] == 4
-    assert row["crash_rate"] == 0.5  # a violation run whose guest died counts as a crash too
-    assert row["retries"] == 1.5
-    assert row["stall_ns"] == 1_000.0
+    assert row.strategy == "convert"
+    assert row.runs == 4
+    assert row.crash_rate == 0.5  # a violation run whose guest died counts as a crash too
+    assert row.retries == 1.5
+    assert row.stall_ns == 1_000.0
     # Runs that committed no update have no latency to report.
-    assert row["latency_p50_ns"] == 200
-    assert row["latency_p99_ns"] == 900
-    assert list(row["verdicts"].items()) == [("violation", 1), ("crashed", 1), ("ok", 2)]
-    assert row["internal_errors"] == 3
-    assert row["violations"] == {"atomicity": 1}
+    assert row.latency_p50_ns == 200
+    assert row.latency_p99_ns == 900
+    assert list(row.verdicts.items()) == [("violation", 1), ("crashed", 1), ("ok", 2)]
+    assert row.internal_errors == 3
+    assert row.violations == {"atomicity": 1}
 
 
 def test_aggregate_with_no_committed_update() -> None:
     row = aggregate("legacy", [_run("crashed", committed=False, p50=0, p99=0)])
-    assert (row["latency_p50_ns"], row["latency_p99_ns"]) == (0, 0)
-    assert row["crash_rate"] == 1.0
+    assert (row.latency_p50_ns, row.latency_p99_ns) == (0, 0)
+    assert row.crash_rate == 1.0
 
 
 def test_bad_input_is_refused_before_any_run(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,20 +113,36 @@ def test_bad_input_is_refused_before_any_run(monkeypatch: pytest.MonkeyPatch) ->
             compare_matrix(**call)
 
 
-def test_a_failing_run_names_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_run_names_itself() -> None:
     def broken(scenario: str, strategy: str, seed: int, *rest: object) -> RunRow:
         if seed == 2:
             raise RuntimeError("model exploded")
         return _run("ok")
 
-    monkeypatch.setattr(compare, "run_one", broken)
     with pytest.raises(
         CompareRunError, match=r"split/inhibit seed 2 failed: .*model exploded"
     ) as info:
-        compare_matrix("split", ["inhibit"], 3, 1, ["race"])
+        compare_matrix("split", ["inhibit"], 3, 1, ["race"], run=broken)
     assert "slotlab run --scenario split --strategy inhibit --seed 2 --fault race" in str(
         info.value
     )
+
+
+def test_the_matrix_is_a_function_of_run_one() -> None:
+    """No engine run: the rows are what the given run_one's results aggregate to, per
+    strategy, in the order given."""
+    calls: list[tuple[str, str, int]] = []
+
+    def fake(scenario: str, strategy: str, seed: int, *rest: object) -> RunRow:
+        calls.append((scenario, strategy, seed))
+        crashed = strategy == "legacy" and seed == 1
+        return _run("crashed" if crashed else "ok", seed=seed, p50=100 * seed, p99=100 * seed)
+
+    rows = compare_matrix("split", ["inhibit", "legacy"], 2, 1, [], run=fake)
+    assert sorted(calls) == [("split", s, seed) for s in ("inhibit", "legacy") for seed in (1, 2)]
+    assert [r.strategy for r in rows] == ["inhibit", "legacy"]
+    assert rows[1].verdicts == {"crashed": 1, "ok": 1}
+    assert rows[0].latency_p50_ns == 100  # nearest rank of [100, 200]
 
 
 def test_cli_json() -> None:

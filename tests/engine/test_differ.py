@@ -3,25 +3,26 @@ cause each gets (engine/backends/kvm/differ.py). Synthetic rows: no /dev/kvm nee
 
 from __future__ import annotations
 
-from typing import Any
-
 from engine.backends.kvm.differ import differences, facts
 from engine.backends.kvm.probe import matching_profile
+from engine.matrix import MatrixRow
 
 
-def row(
-    verdicts: dict[str, int], crash: float = 0.0, window: int = 0, **exits: int
-) -> dict[str, Any]:
-    return {
-        "runs": sum(verdicts.values()),
-        "verdicts": verdicts,
-        "crash_rate": crash,
-        "exits": exits,
-        "window_mmio_exits": window,
-        "internal_errors": exits.get("KVM_EXIT_INTERNAL_ERROR", 0),
-        "violations": {},
-        "latency_p50_ns": 1,
-    }
+def row(verdicts: dict[str, int], crash: float = 0.0, window: int = 0, **exits: int) -> MatrixRow:
+    return MatrixRow(
+        strategy="legacy",
+        runs=sum(verdicts.values()),
+        verdicts=verdicts,
+        crash_rate=crash,
+        retries=0.0,
+        stall_ns=0.0,
+        exits=exits,
+        window_mmio_exits=window,
+        internal_errors=exits.get("KVM_EXIT_INTERNAL_ERROR", 0),
+        violations={},
+        latency_p50_ns=1,
+        latency_p99_ns=1,
+    )
 
 
 def test_same_outcome_and_exit_kinds_agree_whatever_the_counts() -> None:

@@ -101,7 +101,7 @@ def test_hunt_finds_the_rare_legacy_crash_and_it_replays(rare: str, tmp_path: Pa
     # Every run before it ended ok: the hunt reports the first failing one.
     handoffs, _, preempt = calibrate(plan)
     for spec in specs_of(plan, handoffs, preempt)[: result.runs - 1]:
-        assert execute(spec).summary["verdict"] == "ok"
+        assert execute(spec).summary.verdict == "ok"
 
 
 def test_hunt_reports_none_with_its_bounds(rare: str) -> None:

@@ -86,8 +86,8 @@ def test_a_signal_at_any_event_ends_the_log_with_an_interrupted_verdict(
     # uninterrupted run would not have produced there.
     assert stop_at < n <= len(full)
     assert tuple(log.event_lines) == full[:n]
-    assert log.verdict.summary["events"] == n
-    assert log.verdict.summary["verdict"] == "interrupted"
+    assert log.verdict.summary.events == n
+    assert log.verdict.summary.verdict == "interrupted"
     result = verify_log(str(path))
     assert result.ok, result.message
 
@@ -150,7 +150,7 @@ def test_a_signal_stops_slotlab_run_cleanly(
     log = read_log(path)
     assert log.verdict is not None
     assert log.verdict.verdict == "interrupted"
-    assert log.verdict.summary["events"] == len(log.event_lines) > 0
+    assert log.verdict.summary.events == len(log.event_lines) > 0
     verified = run_cli("replay", str(path), "--verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "up to the interruption" in verified.stdout

@@ -52,7 +52,7 @@ def test_a_hunted_rare_crash_shrinks_to_one_update(tmp_path: Path) -> None:
     assert small.verdict is not None
     assert small.verdict.verdict == "crashed"
     assert small.header.vcpus <= 2
-    assert small.verdict.summary["transactions"] <= 2
+    assert small.verdict.summary.transactions <= 2
     assert verify_log(str(out)).ok
 
 

@@ -36,8 +36,8 @@ def test_busted_is_a_violation_on_every_seed_under_x86_tdp(scenario: str) -> Non
     # INVALID code slot in an MMIO emulation's instruction fetch, which does not retry.
     for seed in range(1, 6):
         summary = run_session(make_config(scenario, "busted", seed=seed))
-        kinds = {v["kind"] for v in summary["violations"]}
-        assert summary["verdict"] == "violation", (scenario, seed)
+        kinds = {v.kind for v in summary.violations}
+        assert summary.verdict == "violation", (scenario, seed)
         assert kinds <= {"srcu_uaf", "atomicity", "lost_dirty"}, (scenario, seed)
 
 
@@ -45,5 +45,5 @@ def test_busted_is_a_violation_on_every_seed_under_x86_tdp(scenario: str) -> Non
 def test_strategies_that_wait_for_readers_are_never_accused(strategy: str) -> None:
     for scenario in MULTI:
         summary = run_session(make_config(scenario, strategy, seed=1))
-        kinds = {v["kind"] for v in summary["violations"]}
+        kinds = {v.kind for v in summary.violations}
         assert "srcu_uaf" not in kinds, (scenario, strategy)

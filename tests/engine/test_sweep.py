@@ -92,7 +92,7 @@ def test_a_run_that_raises_is_a_row_not_the_end() -> None:
     assert o1 is None
     assert "maxphyaddr" in err
     assert o2 is not None
-    assert o2.summary["verdict"] == "ok"
+    assert o2.summary.verdict == "ok"
     assert o2.log is None
 
 

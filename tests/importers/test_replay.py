@@ -43,11 +43,11 @@ def test_race_on_the_boot_traces(name: str, strategy: str, crashes: bool) -> Non
 
     config = RunConfig(scenario=load_scenario(name), strategy=strategy, faults=["race"])
     summary = run_session(config)
-    assert (summary["verdict"] == "crashed") is crashes, summary["explanation"]
+    assert (summary.verdict == "crashed") is crashes, summary.explanation
     if not crashes:
-        assert summary["verdict"] == "ok"
+        assert summary.verdict == "ok"
         # The whole trace was replayed: every transaction after boot, plus boot itself.
-        assert summary["transactions"] == len(read_trace(str(trace_path(name))).transactions) + 1
+        assert summary.transactions == len(read_trace(str(trace_path(name))).transactions) + 1
 
 
 def test_run_trace_imports_on_the_fly(tmp_path: Path) -> None:

@@ -200,4 +200,4 @@ def test_a_signal_stops_slotlab_run_on_kvm_cleanly(
     recorded = read_log(log)
     assert recorded.verdict is not None
     assert recorded.verdict.verdict == "interrupted"
-    assert recorded.verdict.summary["events"] == len(recorded.event_lines)
+    assert recorded.verdict.summary.events == len(recorded.event_lines)

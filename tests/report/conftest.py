@@ -30,6 +30,6 @@ def verdict_logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name, (scenario, strategy, seed) in RUNS.items():
         path = base / f"{name}.jsonl"
         summary = run_session(make_config(scenario, strategy, seed=seed), str(path))
-        assert summary["verdict"] == VERDICTS[name], (name, summary["explanation"])
+        assert summary.verdict == VERDICTS[name], (name, summary.explanation)
         logs[name] = path
     return logs

@@ -44,7 +44,7 @@ class FakeCompare:
         jobs: int,
         faults: list[str],
         progress: Callable[[int, int], None] | None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[MatrixRow]:
         self.calls.append((scenario, list(strategies), seeds, jobs, list(faults)))
         self.threads.append(threading.get_ident())
         total = len(strategies) * seeds
@@ -55,16 +55,20 @@ class FakeCompare:
             if progress is not None:
                 progress(done, total)
         return [
-            {
-                "strategy": name,
-                "runs": seeds,
-                "crash_rate": 1.0 if name == "legacy" else 0.0,
-                "retries": 2.5,
-                "stall_ns": 1000 * i,
-                "latency_p50_ns": 10_000 + i,
-                "latency_p99_ns": 20_000 * (i + 1),
-                "verdicts": {"crashed": seeds} if name == "legacy" else {"ok": seeds},
-            }
+            MatrixRow(
+                strategy=name,
+                runs=seeds,
+                crash_rate=1.0 if name == "legacy" else 0.0,
+                retries=2.5,
+                stall_ns=1000.0 * i,
+                latency_p50_ns=10_000 + i,
+                latency_p99_ns=20_000 * (i + 1),
+                verdicts={"crashed": seeds} if name == "legacy" else {"ok": seeds},
+                internal_errors=seeds if name == "legacy" else 0,
+                violations={},
+                exits={},
+                window_mmio_exits=0,
+            )
             for i, name in enumerate(strategies)
         ]
 
@@ -174,10 +178,10 @@ async def test_compare_with_the_engine_in_two_worker_processes(app_factory: AppF
         await pilot.pause()
         assert screen.error == ""
         assert calls == [2]
-        rows = {r["strategy"]: r for r in screen.rows}
+        rows = {r.strategy: r for r in screen.rows}
         assert set(rows) == set(STRATEGIES)
-        assert all(r["runs"] == 1 for r in rows.values())
-        assert rows["inhibit"]["crash_rate"] == 0.0
+        assert all(r.runs == 1 for r in rows.values())
+        assert rows["inhibit"].crash_rate == 0.0
         # Run again (`r`): the same workers' path, no error either.
         await pilot.press("r")
         await app.workers.wait_for_complete()
@@ -188,7 +192,7 @@ async def test_compare_with_the_engine_in_two_worker_processes(app_factory: AppF
 
 @pytest.mark.asyncio
 async def test_compare_error_is_shown_not_raised(app_factory: AppFactory) -> None:
-    def broken(*args: Any) -> list[dict[str, Any]]:
+    def broken(*args: Any) -> list[MatrixRow]:
         raise RuntimeError("split/legacy seed 3 failed: boom")
 
     app = app_factory(compare_fn=broken)

@@ -56,7 +56,7 @@ async def test_a_signal_ends_the_app_cleanly(
     log = read_log("sessions/test.jsonl")
     assert log.verdict is not None
     assert log.verdict.verdict == "interrupted"
-    assert log.verdict.summary["events"] == len(log.event_lines)
+    assert log.verdict.summary.events == len(log.event_lines)
     # The app's handler is gone again: the test's own is back.
     os.kill(os.getpid(), sig)
     assert caught == [sig]

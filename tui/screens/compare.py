@@ -128,17 +128,17 @@ class CompareScreen(Screen[None]):
         table = self.query_one(DataTable)
         table.clear()
         for r in rows:
-            verdicts = ", ".join(f"{n} {v}" for v, n in r["verdicts"].items())
+            verdicts = ", ".join(f"{n} {v}" for v, n in r.verdicts.items())
             table.add_row(
-                r["strategy"],
-                str(r["runs"]),
+                r.strategy,
+                str(r.runs),
                 verdicts,
-                f"{r['crash_rate']:.0%}",
-                f"{r['retries']:.1f}",
-                format_ns(r["stall_ns"]),
-                format_ns(r["latency_p50_ns"]),
-                format_ns(r["latency_p99_ns"]),
-                key=r["strategy"],
+                f"{r.crash_rate:.0%}",
+                f"{r.retries:.1f}",
+                format_ns(r.stall_ns),
+                format_ns(r.latency_p50_ns),
+                format_ns(r.latency_p99_ns),
+                key=r.strategy,
             )
         self.query_one(BarChart).show_rows(rows)
         self.query_one(ProgressBar).update(progress=self.query_one(ProgressBar).total or 0)

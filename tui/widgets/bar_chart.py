@@ -28,19 +28,19 @@ class BarChart(Static):
         if not rows:
             self.update(Text("no results yet", style="dim"))
             return
-        name_w = max(len(r["strategy"]) for r in rows) + 1
-        worst = max((r["latency_p99_ns"] for r in rows), default=0) or 1
+        name_w = max(len(r.strategy) for r in rows) + 1
+        worst = max((r.latency_p99_ns for r in rows), default=0) or 1
         head = self.get_component_rich_style("chart--head")
         text.append(f"{'':<{name_w}} crash rate{'':<{BAR - 4}}update p99 latency\n", style=head)
         for r in rows:
-            crash = float(r["crash_rate"])
+            crash = float(r.crash_rate)
             style = self.get_component_rich_style("chart--crash" if crash > 0 else "chart--ok")
-            text.append(f"{r['strategy']:<{name_w}} ")
+            text.append(f"{r.strategy:<{name_w}} ")
             text.append(_bar(crash, BAR), style=style)
             text.append(f" {crash:>4.0%}  ")
             text.append(
-                _bar(r["latency_p99_ns"] / worst, BAR // 2),
+                _bar(r.latency_p99_ns / worst, BAR // 2),
                 style=self.get_component_rich_style("chart--latency"),
             )
-            text.append(f" {format_ns(r['latency_p99_ns'])}\n")
+            text.append(f" {format_ns(r.latency_p99_ns)}\n")
         self.update(text)

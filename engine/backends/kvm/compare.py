@@ -24,7 +24,7 @@ from engine.backends.kvm.differ import differences, facts, run_model_one
 from engine.backends.kvm.ioctl import kvm_module, kvm_usable
 from engine.backends.kvm.probe import matching_profile
 from engine.backends.kvm.session import STRATEGIES, check_faults, check_scenario
-from engine.matrix import VERDICT_COLOUR, RunRow, aggregate, row_from_summary
+from engine.matrix import VERDICT_COLOUR, MatrixRow, RunRow, aggregate, row_from_summary
 from engine.runner import make_config
 from engine.scenarios import builtin_names, load_scenario
 from engine.units import format_ns
@@ -33,8 +33,32 @@ from engine.vmm.strategies import STRATEGIES as ALL_STRATEGIES
 COMPARE_DURATION_NS = 300_000_000
 
 
-class KvmRunRow(RunRow):
+class KvmRunRow(RunRow, kw_only=True):
     explanation: str
+
+
+class BackendsRow(msgspec.Struct, kw_only=True):
+    """One strategy of one scenario on the real kernel, and with `both` on the model too (the
+    model-side fields are absent without it)."""
+
+    strategy: str
+    kvm: MatrixRow
+    kvm_explanation: str
+    model: MatrixRow | msgspec.UnsetType = msgspec.UNSET
+    differences: list[dict[str, str]] | msgspec.UnsetType = msgspec.UNSET
+    agree: bool | msgspec.UnsetType = msgspec.UNSET
+    facts: dict[str, dict[str, Any]] | msgspec.UnsetType = msgspec.UNSET
+    disagreement: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class BackendsCompare(msgspec.Struct, kw_only=True):
+    """What `compare --backend kvm|both --json` prints."""
+
+    scenarios: dict[str, list[BackendsRow]]
+    refused: list[str]
+    disagreements: int
+    unexplained: int
+    model_profile: str
 
 
 def run_kvm_one(
@@ -51,7 +75,7 @@ def run_kvm_one(
         duration_ns=duration_ns or COMPARE_DURATION_NS,
     )
     s = run_on_kvm(config, None)
-    return KvmRunRow(**row_from_summary(seed, s), explanation=s["explanation"])
+    return KvmRunRow(**msgspec.structs.asdict(row_from_summary(seed, s)), explanation=s.explanation)
 
 
 def _scenarios(name: str) -> tuple[list[str], list[str]]:
@@ -87,7 +111,7 @@ def compare_kvm(
     duration_ns: int | None,
     both: bool,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> BackendsCompare:
     """Rows for every runnable scenario and strategy; raises ValueError for bad input first."""
     from engine.backends.kvm.run import check_kvm_run
 
@@ -104,13 +128,9 @@ def compare_kvm(
         if name not in STRATEGIES
     ]
     profile = matching_profile(kvm_module())
-    out: dict[str, Any] = {
-        "scenarios": {},
-        "refused": refused,
-        "disagreements": 0,
-        "unexplained": 0,
-        "model_profile": profile,
-    }
+    out = BackendsCompare(
+        scenarios={}, refused=refused, disagreements=0, unexplained=0, model_profile=profile
+    )
     for n in names:
         rows = []
         for strategy in STRATEGIES:
@@ -120,11 +140,11 @@ def compare_kvm(
                 run_kvm_one(n, strategy, seed, tuple(faults), duration_ns)
                 for seed in range(1, seeds + 1)
             ]
-            row: dict[str, Any] = {
-                "strategy": strategy,
-                "kvm": aggregate(strategy, real),
-                "kvm_explanation": real[0]["explanation"],
-            }
+            row = BackendsRow(
+                strategy=strategy,
+                kvm=aggregate(strategy, real),
+                kvm_explanation=real[0].explanation,
+            )
             if both:
                 if progress is not None:
                     progress(f"{n}/{strategy} on the model ({profile})")
@@ -132,17 +152,17 @@ def compare_kvm(
                     run_model_one(n, strategy, seed, tuple(faults), profile)
                     for seed in range(1, seeds + 1)
                 ]
-                row["model"] = aggregate(strategy, modelled)
-                diffs = differences(row["model"], row["kvm"])
-                row["differences"] = diffs
-                row["agree"] = not diffs
-                row["facts"] = {"model": facts(row["model"]), "kvm": facts(row["kvm"])}
-                row["disagreement"] = "; ".join(d["what"] for d in diffs)
+                row.model = model = aggregate(strategy, modelled)
+                diffs = differences(model, row.kvm)
+                row.differences = diffs
+                row.agree = not diffs
+                row.facts = {"model": facts(model), "kvm": facts(row.kvm)}
+                row.disagreement = "; ".join(d["what"] for d in diffs)
                 if diffs:
-                    out["disagreements"] += 1
-                out["unexplained"] += sum(d["cause"] == "unexplained" for d in diffs)
+                    out.disagreements += 1
+                out.unexplained += sum(d["cause"] == "unexplained" for d in diffs)
             rows.append(row)
-        out["scenarios"][n] = rows
+        out.scenarios[n] = rows
     return out
 
 
@@ -161,22 +181,22 @@ def compare_backends(args: argparse.Namespace) -> int:
         print(msgspec.json.encode(result).decode())
         return 0
     console = Console()
-    for name, rows in result["scenarios"].items():
+    for name, rows in result.scenarios.items():
         console.print(_table(name, rows, both, args.seeds, args.duration))
         for row in rows:
-            if row.get("disagreement"):
+            if row.disagreement:
                 console.print(
-                    f"[bold magenta]disagreement[/] {name}/{row['strategy']}: {row['disagreement']}",
+                    f"[bold magenta]disagreement[/] {name}/{row.strategy}: {row.disagreement}",
                     highlight=False,
                 )
-                for d in row["differences"]:
+                for d in row.differences or []:
                     console.print(f"  {d['what']}: {d['cause']}", highlight=False)
-                console.print(f"  kvm: {row['kvm_explanation']}", highlight=False)
-    for line in result["refused"]:
+                console.print(f"  kvm: {row.kvm_explanation}", highlight=False)
+    for line in result.refused:
         console.print(f"[dim]not on real KVM:[/] {line}", highlight=False)
     if both:
-        n, unexplained = result["disagreements"], result["unexplained"]
-        console.print(f"model side: --host profile={result['model_profile']}", highlight=False)
+        n, unexplained = result.disagreements, result.unexplained
+        console.print(f"model side: --host profile={result.model_profile}", highlight=False)
         console.print(
             "model and kvm agree on every row"
             if n == 0
@@ -186,14 +206,14 @@ def compare_backends(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cell(row: dict[str, Any]) -> str:
+def _cell(row: MatrixRow) -> str:
     return ", ".join(
-        f"[{VERDICT_COLOUR.get(v, 'white')}]{k} {v}[/]" for v, k in row["verdicts"].items()
+        f"[{VERDICT_COLOUR.get(v, 'white')}]{k} {v}[/]" for v, k in row.verdicts.items()
     )
 
 
 def _table(
-    scenario: str, rows: list[dict[str, Any]], both: bool, seeds: int, duration_ns: int | None
+    scenario: str, rows: list[BackendsRow], both: bool, seeds: int, duration_ns: int | None
 ) -> Any:
     from rich import box
     from rich.table import Table
@@ -215,17 +235,16 @@ def _table(
     if both:
         table.add_column("agree", justify="center")
     for row in rows:
-        k = row["kvm"]
-        cells = [row["strategy"]]
-        if both:
-            m = row["model"]
-            cells += [_cell(m), str(m["internal_errors"])]
+        k = row.kvm
+        cells = [row.strategy]
+        if isinstance(row.model, MatrixRow):
+            cells += [_cell(row.model), str(row.model.internal_errors)]
         cells += [
             _cell(k),
-            str(k["internal_errors"]),
-            format_ns(k["latency_p50_ns"]) if k["latency_p50_ns"] else "-",
+            str(k.internal_errors),
+            format_ns(k.latency_p50_ns) if k.latency_p50_ns else "-",
         ]
         if both:
-            cells.append("[green]yes[/]" if not row["disagreement"] else "[magenta]NO[/]")
+            cells.append("[green]yes[/]" if not row.disagreement else "[magenta]NO[/]")
         table.add_row(*cells)
     return table

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.matrix import RunRow, row_from_summary
+from engine.matrix import MatrixRow, RunRow, row_from_summary
 from engine.sweep.unit import RunSpec, execute
 
 # What the guest met. KVM_EXIT_INTR (the accel blocker's kicks) and KVM_EXIT_IO are how each
@@ -39,22 +39,22 @@ def run_model_one(
     return row_from_summary(seed, execute(spec).summary)
 
 
-def _majority(row: dict[str, Any]) -> str:
-    verdicts: dict[str, int] = row["verdicts"]
+def _majority(row: MatrixRow) -> str:
+    verdicts = row.verdicts
     return max(verdicts, key=lambda v: verdicts[v]) if verdicts else "-"
 
 
-def _crash_cause(model: dict[str, Any], kvm: dict[str, Any]) -> str:
-    if model["crash_rate"] > 0 and kvm["crash_rate"] > 0:
+def _crash_cause(model: MatrixRow, kvm: MatrixRow) -> str:
+    if model.crash_rate > 0 and kvm.crash_rate > 0:
         return "unexplained"
-    if model["crash_rate"] == 0 and kvm["crash_rate"] == 0:
+    if model.crash_rate == 0 and kvm.crash_rate == 0:
         return "unexplained"
-    return RACE.format(kvm=kvm["runs"], model=model["runs"])
+    return RACE.format(kvm=kvm.runs, model=model.runs)
 
 
-def _exit_cause(kind: str, model: dict[str, Any], kvm: dict[str, Any]) -> str:
+def _exit_cause(kind: str, model: MatrixRow, kvm: MatrixRow) -> str:
     if kind == "KVM_EXIT_MMIO":
-        if kvm["exits"].get(kind, 0) and kvm["window_mmio_exits"]:
+        if kvm.exits.get(kind, 0) and kvm.window_mmio_exits:
             return WINDOW
         return "unexplained"
     if kind in ("KVM_EXIT_INTERNAL_ERROR", "ud_injected"):
@@ -62,11 +62,11 @@ def _exit_cause(kind: str, model: dict[str, Any], kvm: dict[str, Any]) -> str:
     return "unexplained"
 
 
-def differences(model: dict[str, Any], kvm: dict[str, Any]) -> list[dict[str, str]]:
+def differences(model: MatrixRow, kvm: MatrixRow) -> list[dict[str, str]]:
     """Every difference between two aggregated rows, each with its likely cause."""
     out: list[dict[str, str]] = []
     for kind in COMPARED_EXITS:
-        m, k = model["exits"].get(kind, 0), kvm["exits"].get(kind, 0)
+        m, k = model.exits.get(kind, 0), kvm.exits.get(kind, 0)
         if (m > 0) != (k > 0):
             out.append(
                 {"what": f"{kind}: model {m}, kvm {k}", "cause": _exit_cause(kind, model, kvm)}
@@ -84,13 +84,13 @@ def differences(model: dict[str, Any], kvm: dict[str, Any]) -> list[dict[str, st
     return out
 
 
-def facts(row: dict[str, Any]) -> dict[str, Any]:
+def facts(row: MatrixRow) -> dict[str, Any]:
     """The per-side figures the comparison reports."""
     return {
         "verdict": _majority(row),
-        "exits": {k: row["exits"].get(k, 0) for k in COMPARED_EXITS},
-        "window_mmio_exits": row["window_mmio_exits"],
-        "internal_errors": row["internal_errors"],
-        "lost_dirty": row["violations"].get("lost_dirty", 0),
-        "latency_p50_ns": row["latency_p50_ns"],
+        "exits": {k: row.exits.get(k, 0) for k in COMPARED_EXITS},
+        "window_mmio_exits": row.window_mmio_exits,
+        "internal_errors": row.internal_errors,
+        "lost_dirty": row.violations.get("lost_dirty", 0),
+        "latency_p50_ns": row.latency_p50_ns,
     }

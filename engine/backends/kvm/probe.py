@@ -49,13 +49,13 @@ def _self_test(strategy: str) -> dict[str, Any]:
     return {
         "scenario": "split",
         "strategy": strategy,
-        "verdict": s["verdict"],
+        "verdict": s.verdict,
         "expected": expect,
-        "passed": s["verdict"] == expect,
-        "transactions": s["transactions"] - 1,  # the boot layout is not an update
-        "internal_errors": s["internal_errors"],
+        "passed": s.verdict == expect,
+        "transactions": s.transactions - 1,  # the boot layout is not an update
+        "internal_errors": s.internal_errors,
         "seconds": round(time.perf_counter() - start, 3),
-        "explanation": s["explanation"],
+        "explanation": s.explanation,
     }
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import trio
 
 from engine.backends.kvm.ioctl import kvm_usable
@@ -16,6 +14,7 @@ from engine.backends.kvm.session import (
 from engine.scenarios import Scenario, load_scenario
 from engine.session import RunConfig
 from engine.signals import run_interruptible
+from engine.summary import Summary
 
 
 def check_kvm_run(scenario: str | Scenario, strategy: str) -> None:
@@ -32,7 +31,7 @@ def check_kvm_run(scenario: str | Scenario, strategy: str) -> None:
         check_scenario(sc, vm.nr_address_spaces)
 
 
-def run_on_kvm(config: RunConfig, log: str | None) -> dict[str, Any]:
+def run_on_kvm(config: RunConfig, log: str | None) -> Summary:
     """Run on the real kernel; the summary has the keys of the model Session's summary()."""
     check_faults(config)
     check_kvm_run(config.scenario, config.strategy)
