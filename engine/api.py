@@ -24,7 +24,7 @@ from engine.compare import compare_matrix
 from engine.core.config import RunConfig
 from engine.export.cli import write_output
 from engine.importers.calls import TraceError
-from engine.importers.live import QemuProcess, TraceFollower
+from engine.importers.live import QemuError, QemuProcess, TraceFollower
 from engine.importers.observe import VcpuThreads, qemu_snapshot
 from engine.importers.watch import (
     WatchResult,
@@ -33,6 +33,7 @@ from engine.importers.watch import (
     finish,
     output_paths,
     qemu_command,
+    scenario_so_far,
 )
 from engine.live import LiveSession
 from engine.log import LogError, read_log
@@ -119,6 +120,7 @@ __all__ = [
     "MatrixRow",
     "Measure",
     "Pacing",
+    "QemuError",
     "QemuProcess",
     "Replay",
     "RunConfig",
@@ -148,6 +150,7 @@ __all__ = [
     "read_log",
     "register_bench_group",
     "run_session",
+    "scenario_so_far",
     "validate",
     "write_output",
 ]

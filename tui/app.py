@@ -100,17 +100,18 @@ class SlotlabApp(App[int]):
             self.set_keymap(keymap)
         except KeymapError as err:
             self.notify(f"keymap ignored: {err}", severity="warning", timeout=8, markup=False)
-        if self.options.replay:
-            self.push_screen(
-                ReplayScreen(self.options.replay, self.options.speed, self.options.paused)
-            )
-        else:
-            self.push_screen(LiveScreen(self.options))
+        self.push_screen(self.first_screen())
         self.set_interval(1 / FRAME_HZ, self._tick)
         # Everything built so far (modules, the DOM, the stylesheet) lives as long as the app.
         # Left to the collector, each full collection walks it all again: 40-60 ms pauses,
         # every few seconds at 64 vCPUs x 1,024 slots, which were the slowest frames.
         self.call_after_refresh(gc.freeze)
+
+    def first_screen(self) -> Screen[Any]:
+        """The bottom of the stack: a replay, a live session, or (tui.qemu_watch) a real VM."""
+        if self.options.replay:
+            return ReplayScreen(self.options.replay, self.options.speed, self.options.paused)
+        return LiveScreen(self.options)
 
     def _exit_on_signal(self, signum: int) -> None:
         self.host.interrupt(signum)  # the log ends with an `interrupted` verdict line

@@ -1,26 +1,27 @@
-"""`slotlab qemu -- QEMU...` in the terminal: a real VM's memslots, live.
+"""`slotlab qemu -- QEMU...` in the terminal: a real VM's memslots, live, and one key from
+the same traffic on the model.
 
-The slot map shows the slots QEMU has set (a DELETE whose CREATE has not come yet is a hole),
-the vCPU lines show each vCPU thread inside KVM_RUN or out of it with its exits, and the
-transaction log gets one line per memory transaction, with the window its DELETE+CREATE left
-open. q, Ctrl-C, SIGTERM or SIGHUP stop QEMU; QEMU exiting (or --duration) ends the watch but
-leaves the screen up until q. Either way the trace and its scenario are written, and the
-command line that replays them is printed when the terminal is back.
-
-Built on engine.importers (the follower, the process, the Snapshot); it is not a session, so
-none of the model's controls (pause, speed, inject) apply.
+The watch screen (tui.screens.qemu) shows the slots QEMU has set (a DELETE whose CREATE has
+not come yet is a hole), each vCPU thread inside KVM_RUN or out of it with its exits, and one
+line per memory transaction with the window its DELETE+CREATE left open. ``m`` imports the
+traffic watched so far and runs it on the model as an ordinary live session; ``b`` comes back.
+The trace is followed all along, whichever screen is up. q, Ctrl-C, SIGTERM or SIGHUP stop
+QEMU; QEMU exiting (or --duration) ends the watch but leaves the app up until q. Either way
+the trace and its scenario are written, and the command line that replays them is printed
+when the terminal is back.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
-from textual.app import App, ComposeResult
-from textual.binding import Binding
-from textual.widgets import Footer, RichLog, Static
+from textual.app import App
+from textual.screen import Screen
 
 from engine.api import (
+    QemuError,
     QemuProcess,
     TraceError,
     TraceFollower,
@@ -31,30 +32,29 @@ from engine.api import (
     finish,
     format_ns,
     qemu_snapshot,
+    scenario_so_far,
 )
-from tui.signals import ExitSignals
-from tui.widgets.slot_map import SlotMap
+from tui.app import SlotlabApp
+from tui.options import LaunchOptions
+from tui.palette import may_open
+from tui.screens.help import HelpScreen
+from tui.screens.qemu import QemuModelScreen, QemuWatchScreen
 
 POLL_S = 0.2
 
 
-class QemuWatchApp(App[int]):
-    CSS_PATH = "slotlab.tcss"
+class QemuWatchApp(SlotlabApp):
     TITLE = "slotlab qemu"
-    BINDINGS = [
-        Binding("q", "quit", "Quit (stops QEMU)", id="quit"),
-        Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="ctrl-c"),
-    ]
-    CSS = """
-    #qstatus { height: 2; padding: 0 1; }
-    #qmap { height: 14; }
-    #qslots { height: auto; max-height: 4; padding: 0 1; }
-    #qvcpus { height: auto; max-height: 10; padding: 0 1; }
-    #qtxns { height: 1fr; border-top: solid $primary; }
-    """
 
-    def __init__(self, qemu: QemuProcess, scenario: Path, duration_ns: int | None) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        qemu: QemuProcess,
+        scenario: Path,
+        duration_ns: int | None,
+        *,
+        keymap: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(LaunchOptions(), keymap=keymap)
         self.qemu = qemu
         self.scenario = scenario
         self.follower = TraceFollower(qemu.trace)
@@ -62,33 +62,43 @@ class QemuWatchApp(App[int]):
         self.started = time.monotonic()
         self.deadline = self.started + duration_ns / 1e9 if duration_ns else None
         self.shown = 0
+        self.models = 0
         self.stopped_by = ""
         self.result: WatchResult | None = None
         self.error: str = ""
-        self._signals = ExitSignals(lambda signum: self.exit(return_code=128 + signum))
 
-    def compose(self) -> ComposeResult:
-        yield Static(id="qstatus")
-        yield SlotMap(id="qmap", compact=True)
-        yield Static(id="qslots")
-        yield Static(id="qvcpus")
-        yield RichLog(id="qtxns", markup=False, wrap=False, max_lines=2000)
-        yield Footer()
+    def first_screen(self) -> Screen[Any]:
+        return QemuWatchScreen()
+
+    # Textual calls every class's own on_mount/on_unmount along the MRO: SlotlabApp's run
+    # too (it pushes first_screen(), and stops the model's session on the way out).
 
     def on_mount(self) -> None:
-        self._signals.install()
-        self.set_interval(POLL_S, self._tick)
-        self._tick()
+        self.set_interval(POLL_S, self.poll_qemu)
+        self.call_after_refresh(self.poll_qemu)
+
+    @property
+    def watch_screen(self) -> QemuWatchScreen | None:
+        return next((s for s in self.screen_stack if isinstance(s, QemuWatchScreen)), None)
 
     def action_quit(self) -> None:  # type: ignore[override]
         self._end("quit")
         self.exit(return_code=0)
 
-    def on_unmount(self) -> None:
-        self._signals.remove()
+    def on_unmount(self) -> None:  # type: ignore[override]
         self._end("interrupted")
 
-    def _tick(self) -> None:
+    def action_help(self) -> None:
+        if isinstance(self.screen, QemuWatchScreen) and may_open(self, HelpScreen):
+            self.push_screen(HelpScreen([QemuWatchScreen, type(self)], dict(self._keymap)))
+        else:
+            super().action_help()
+
+    # --- following QEMU ---------------------------------------------------------------------
+
+    def poll_qemu(self) -> None:
+        """Read what QEMU has written since the last poll, and draw it on the watch screen
+        (also while the model's screen covers it)."""
         if self.stopped_by:
             return
         try:
@@ -106,16 +116,16 @@ class QemuWatchApp(App[int]):
         self._draw()
 
     def _draw(self) -> None:
+        screen = self.watch_screen
+        if screen is None or not screen.is_mounted:
+            return  # the first poll after it is up draws everything
         state = self.follower.state()
         t_ns = int((time.monotonic() - self.started) * 1e9)
         snap = qemu_snapshot(
             self.scenario.stem, state, self.vcpus, t_ns, bool(self.stopped_by), self.stopped_by
         )
-        self.query_one(SlotMap).update_snapshot(snap)
         closed = closed_transactions(state, bool(self.stopped_by))
-        log = self.query_one(RichLog)
-        for txn in closed[self.shown :]:
-            log.write(describe(txn))
+        lines = [describe(txn) for txn in closed[self.shown :]]
         self.shown = max(self.shown, len(closed))
         windows = [w for t in (state.transactions if state else []) for w in t.windows_us()]
         status = (
@@ -128,28 +138,8 @@ class QemuWatchApp(App[int]):
                 f"  scenario: {self.result.scenario}" if self.result else f"  {self.error}"
             )
         else:
-            status += f"\ntrace: {self.qemu.trace}"
-        self.query_one("#qstatus", Static).update(status)
-        self.query_one("#qslots", Static).update(
-            "\n".join(
-                f"slots as{space.as_id}: "
-                + "  ".join(
-                    f"s{v.id}@{v.start:#x}+{v.end - v.start:#x}{' ro' if v.readonly else ''}"
-                    f"{' log' if v.logging else ''}"
-                    for v in space.active.slots
-                )
-                for space in snap.spaces
-            )
-            or "no memslot yet"
-        )
-        self.query_one("#qvcpus", Static).update(
-            "\n".join(
-                f"vCPU {v.index}  {'in KVM_RUN' if v.state == 'guest' else 'userspace':10}  "
-                + ", ".join(f"{name.removeprefix('KVM_EXIT_')} {n}" for name, n in v.exits[:4])
-                for v in snap.vcpus
-            )
-            or "no vCPU has entered KVM_RUN yet"
-        )
+            status += f"\ntrace: {self.qemu.trace}  (m: the traffic so far on the model)"
+        screen.show(snap, status, lines)
 
     def _end(self, why: str) -> None:
         """Stop QEMU (once) and write the trace's scenario."""
@@ -163,3 +153,32 @@ class QemuWatchApp(App[int]):
             self.error = str(err)
         if self.is_running:
             self._draw()
+
+    # --- the same traffic on the model ---------------------------------------------------------
+
+    def action_open_on_model(self) -> None:
+        """Import the calls watched so far and run them on the model, as `slotlab tui
+        --scenario` would: legacy first, S switches strategy, r arms the race."""
+        if not may_open(self, QemuModelScreen):
+            return
+        if not self.stopped_by:
+            self.poll_qemu()
+        try:
+            path = scenario_so_far(self.follower, self.scenario, " ".join(self.qemu.argv))
+        except (QemuError, TraceError, ValueError) as err:
+            self.notify(f"cannot run it on the model: {err}", severity="warning", markup=False)
+            return
+        self.models += 1
+        log = path.with_name(f"{path.stem}-model{self.models}.jsonl")
+        options = LaunchOptions(scenario=str(path), log_path=str(log))
+        self.push_screen(QemuModelScreen(options))
+
+    async def back_to_watch(self) -> None:
+        """End the model's session (its log stays) and show QEMU again."""
+        async with self.host.switching:
+            await self.host.stop()
+        if isinstance(self.screen, QemuModelScreen):
+            # SlotlabApp keeps a monitor on the stack for good; here the watch screen is the
+            # bottom, and the model's monitor comes and goes.
+            await App.pop_screen(self)
+        self._draw()

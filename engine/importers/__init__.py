@@ -84,9 +84,12 @@ def import_trace(
     vmm: str = "",
     captured: bool = True,
     cite: str | None = None,
+    imported: Imported | None = None,
 ) -> ImportResult:
-    """Read a trace and write it as a scenario; raises TraceError (file:line) or ValueError."""
-    imported = read_trace(path, fmt, txn_gap_us)
+    """Read a trace and write it as a scenario; raises TraceError (file:line) or ValueError.
+    ``imported``: the trace as already read (one being followed, up to now)."""
+    if imported is None:
+        imported = read_trace(path, fmt, txn_gap_us)
     work = choose(imported, workload)
     opts = ImportOptions(
         name=name or scenario_name(path),

@@ -83,6 +83,20 @@ def describe(txn: Transaction) -> str:
     return f"txn {txn.index:3} thread {txn.tid}: {', '.join(parts)}{window}"
 
 
+def scenario_so_far(follower: TraceFollower, scenario: Path, command: str) -> Path:
+    """The traffic followed so far as a scenario, written beside the one the watch ends with
+    (``<stem>-<N>calls.toml``): the same importer, cut at the last complete trace line."""
+    follower.poll()
+    state = follower.state()
+    if state is None:
+        raise QemuError("QEMU has made no memslot call yet: nothing to run on the model")
+    name = f"{scenario.stem}-{follower.calls}calls"
+    result = import_trace(str(follower.path), name=name, command=command, imported=state)
+    path = scenario.with_name(f"{scenario.stem}-{follower.calls}calls.toml")
+    path.write_text(result.text)
+    return path
+
+
 def finish(
     qemu: QemuProcess, follower: TraceFollower, scenario: Path, stopped_by: str
 ) -> WatchResult:

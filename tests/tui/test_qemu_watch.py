@@ -1,6 +1,7 @@
 """`slotlab qemu` live in a real terminal (tmux): a real QEMU 7.2 on /dev/kvm, driven through
-QMP so that its VRAM slot disappears and comes back while the screen is watched. Skipped, with
-the reason, without tmux, QEMU or /dev/kvm.
+QMP so that its VRAM slot disappears and comes back while the screen is watched, then its
+traffic so far run on the model (m) and back (b). Skipped, with the reason, without tmux, QEMU
+or /dev/kvm.
 
 QMP makes the timing deterministic: `stop` then `system_reset` deletes the VRAM BAR's slot
 and keeps the VM paused, so the slot stays gone until `cont` lets SeaBIOS map it again.
@@ -113,6 +114,15 @@ def test_a_slot_appears_and_disappears_as_qemu_issues_calls(
     finally:
         qmp.close()
     assert "vCPU 0" in pane.capture()
+    # m: the traffic so far on the model, a live session with the race key; b: back to QEMU.
+    pane.send("m")
+    pane.wait_for("Back to QEMU", HANG_S)
+    pane.send("r")
+    pane.wait_for("injected race", HANG_S)
+    pane.send("b")
+    _wait_slots(pane, present=True)  # the watch view, still following the VM
+    assert "Back to QEMU" not in pane.capture()
+    assert list(tmp_path.glob("qemu-*calls.toml")), "the traffic so far was not imported"
     pane.send("q")
     screen = pane.wait_for("exit=0")
     assert "scenario:" in screen
