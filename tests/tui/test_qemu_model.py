@@ -74,6 +74,11 @@ async def test_m_runs_the_traffic_so_far_on_the_model_and_b_returns_to_qemu(
         assert len(app.screen_stack) == 2  # Textual's default screen, then the watch
         assert f"{len(so_far.calls)} memslot calls" in _status(app)
         assert "memslot calls" in screen_text(app)
+        await pilot.press("question_mark")  # help lists the key with the watch's own
+        await pilot.pause()
+        assert "Traffic so far on the model" in screen_text(app)
+        await pilot.press("escape")
+        await pilot.pause()
 
         await pilot.press("m")
         await settle(app, pilot)
@@ -91,6 +96,11 @@ async def test_m_runs_the_traffic_so_far_on_the_model_and_b_returns_to_qemu(
         assert live.session.config.scenario.name == sc.name
         assert app.host.running
 
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert "Back to QEMU" in screen_text(app)
+        await pilot.press("escape")
+        await pilot.pause()
         await pilot.press("r")  # the race key, as in any live session
         await settle(app, pilot)
         assert [c.args for c in commands(app) if c.name == "inject"] == [{"fault": "race"}]
