@@ -4,6 +4,7 @@ the TUI to it (pyproject.toml, [tool.importlinter]).
 
     open_session(config, backend, log, pacing, observers) -> LiveSession
     open_replay(log) -> Replay        build() a LiveSession; pause, step, speed, seek
+    Breakpoints, parse_breakpoint     what a run stops at (LiveSession.breakpoints)
     validate(config, backend)         every check a run makes, before anything starts
     default_log_path(scenario, strategy)
 
@@ -19,6 +20,8 @@ from engine import __version__ as VERSION
 from engine import cli as headless_cli
 from engine import limits
 from engine.bench import Measure, format_table, suite
+from engine.breakpoints import KINDS as BREAKPOINT_KINDS
+from engine.breakpoints import Breakpoint, Breakpoints, Hit, parse_breakpoint
 from engine.cli import default_log_path
 from engine.compare import compare_matrix
 from engine.core.config import RunConfig
@@ -49,7 +52,7 @@ from engine.vmm.strategies import get_strategy
 if TYPE_CHECKING:
     from engine.core.ports import Backend
     from engine.core.session import SessionCore
-    from engine.events import Subscriber
+    from engine.events import Command, Subscriber
 
 BACKENDS = ("model", "kvm")
 
@@ -80,10 +83,25 @@ def open_session(
     observers: tuple[Subscriber, ...] = (),
 ) -> LiveSession:
     """A run ready to start (``await live.run()``), its tracker subscribed first. ``pacing``
-    applies where the clock is virtual (the model); the wall clock ignores it."""
+    applies where the clock is virtual (the model); the wall clock ignores it. A model run
+    can be re-executed to an earlier event (``LiveSession.rewound``)."""
+    if backend != "model":
+        tracker = Tracker()
+        core = _core(config, backend, log, pacing, (tracker.observe, *observers))
+        return LiveSession(core, tracker)
+    from engine.session import Session
+
+    def reopen(pacing: Pacing, commands: list[Command]) -> LiveSession:
+        tracker = Tracker()
+        session = Session(
+            config, log_path=log, pacing=pacing, observers=(tracker.observe, *observers)
+        )
+        session.backend.replay_commands(commands, keep_pacing=True, fork=True)
+        return LiveSession(session, tracker, reopen)
+
     tracker = Tracker()
-    core = _core(config, backend, log, pacing, (tracker.observe, *observers))
-    return LiveSession(core, tracker)
+    session = Session(config, log_path=log, pacing=pacing, observers=(tracker.observe, *observers))
+    return LiveSession(session, tracker, reopen)
 
 
 def open_replay(log: str) -> Replay:
@@ -114,7 +132,11 @@ def register_bench_group(name: str, module: str, function: str) -> None:
 
 __all__ = [
     "BACKENDS",
+    "BREAKPOINT_KINDS",
     "VERSION",
+    "Breakpoint",
+    "Breakpoints",
+    "Hit",
     "LiveSession",
     "LogError",
     "MatrixRow",
@@ -144,6 +166,7 @@ __all__ = [
     "open_replay",
     "open_session",
     "output_paths",
+    "parse_breakpoint",
     "parse_duration",
     "qemu_command",
     "qemu_snapshot",

@@ -83,14 +83,14 @@ class Replay:
         pause there."""
         paused = self.paused or until is not None
         pacing = Pacing(speed=self.speed, paused=paused)
-        if until is not None:
-            pacing.step_until_seq = until
         tracker = Tracker()
         matcher = Matcher(self.log.event_lines, self.log.verdict is not None, pacing)
         session = replay_session(
             self.log, pacing, observers=(tracker.observe, matcher.observe), keep_pacing=True
         )
         self.live, self.matcher = LiveSession(session, tracker), matcher
+        if until is not None:
+            self.live.seek(until)  # stops at that exact event (engine.stepping)
         return self.live
 
     # --- the viewer's controls (applied to the pacing; the host re-anchors it) ---------------
@@ -101,7 +101,8 @@ class Replay:
 
     @property
     def position(self) -> int:
-        return self.live.events if self.live is not None else 0
+        """Events shown (a stop at an event shows it, though the engine ran a little on)."""
+        return self.live.position if self.live is not None else 0
 
     def set_paused(self, paused: bool) -> None:
         self.paused = paused
@@ -109,11 +110,17 @@ class Replay:
             self.pacing.paused = paused
             self.pacing.step_until_seq = -1
 
-    def step(self, count: int = 1) -> None:
+    def step(self) -> None:
+        """Exactly one event on."""
         self.paused = True
-        if self.pacing is not None:
-            self.pacing.paused = True
-            self.pacing.step_until_seq = self.position + count
+        if self.live is not None:
+            self.live.step_event()
+
+    def step_call(self) -> None:
+        """One scheduler step on."""
+        self.paused = True
+        if self.live is not None:
+            self.live.step_call()
 
     def set_speed(self, speed: float) -> None:
         self.speed = speed
@@ -123,9 +130,8 @@ class Replay:
     def seek_forward(self, target: int) -> None:
         """Run flat out until ``target`` events, then pause (target >= position)."""
         self.paused = True
-        if self.pacing is not None:
-            self.pacing.paused = True
-            self.pacing.step_until_seq = target
+        if self.live is not None:
+            self.live.seek(target)
 
     def status(self) -> str:
         m = self.matcher

@@ -34,6 +34,7 @@ from tui.engine_host import EngineHost
 from tui.keymap import KeymapError, load_keymap
 from tui.options import LaunchOptions, screenshots_dir
 from tui.palette import Palette, may_open
+from tui.screens.breakpoints import describe
 from tui.screens.compare import DEFAULT_SEEDS, CompareFn, CompareScreen
 from tui.screens.error import ErrorScreen
 from tui.screens.help import HelpScreen
@@ -79,6 +80,8 @@ class SlotlabApp(App[int]):
         self.compare_jobs = compare_jobs
         self.compare_seeds = DEFAULT_SEEDS
         self.host = EngineHost(self._engine_done)
+        for text in self.options.breaks:
+            self.host.breakpoints.add(text)
         self.engine_error: str | None = None
         self.error_log: str | None = None
         self._keymap_override = keymap
@@ -150,9 +153,12 @@ class SlotlabApp(App[int]):
         if snap is None:
             return
         self._flat_out = math.isinf(snap.speed) and not snap.paused and not snap.finished
+        live = self.host.live
+        hit = live.hit if live is not None else None
         # NoMatches: the screen is being torn down (the app is exiting).
         with contextlib.suppress(NoMatches):
             monitor.show(snap)
+            monitor.show_stops(describe(self.host.breakpoints), hit.what if hit else "")
 
     async def settle(self) -> None:
         """Until the engine waits for the UI (paused, stepped, finished), then draw. Tests
@@ -294,7 +300,21 @@ class SlotlabApp(App[int]):
                     lambda name=name: self.run_worker(live.restart(scenario=name)),
                 )
             yield SystemCommand("Pause / resume", "the virtual clock", live.action_pause)
-            yield SystemCommand("Step", "run to the next event, then pause", live.action_step)
+            yield SystemCommand("Step", "exactly one event, then pause", live.action_step)
+            yield SystemCommand(
+                "Scheduler step",
+                "the running actor, to its next sleep or block",
+                live.action_step_call,
+            )
+            yield SystemCommand(
+                "Step back",
+                "one event back: the run re-executed from its start",
+                lambda: self.run_worker(live.action_back()),
+            )
+            yield SystemCommand("Jump…", "to an event or a virtual time", live.action_jump)
+            yield SystemCommand(
+                "Breakpoints…", "stop at a DELETE, a swap, a fault, ...", live.action_breakpoints
+            )
             yield SystemCommand("Faster", "speed up the virtual clock", live.action_faster)
             yield SystemCommand("Slower", "slow motion", live.action_slower)
             yield SystemCommand("Run to end", "flat out until the verdict", live.action_to_end)
@@ -307,6 +327,12 @@ class SlotlabApp(App[int]):
                 "Replay: play / pause", "", lambda: self.run_worker(replay.action_play())
             )
             yield SystemCommand("Replay: step", "one event", replay.action_step)
+            yield SystemCommand(
+                "Replay: step back", "one event", lambda: self.run_worker(replay.action_back())
+            )
+            yield SystemCommand(
+                "Breakpoints…", "stop at a DELETE, a swap, a fault, ...", replay.action_breakpoints
+            )
             yield SystemCommand(
                 "Replay: jump", "to an event, a time or a percentage", replay.action_jump
             )

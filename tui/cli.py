@@ -3,6 +3,7 @@ engine's headless CLI (engine.cli), which never imports the TUI.
 
     slotlab                        the TUI: pam-shadow under legacy, slow motion; `r` arms the race
     slotlab tui [options]          the TUI with a scenario, strategy, seed, speed of your choice
+    slotlab --break delete         the TUI, stopping at the first DELETE (b edits breakpoints)
     slotlab serve [--host H] [--port P] [tui options]
     slotlab replay LOG [--speed F] [--paused]     the TUI on a recorded session
     slotlab replay LOG --verify    headless verification (engine.cli)
@@ -21,10 +22,12 @@ import sys
 from collections.abc import Sequence
 
 from engine.api import (
+    BREAKPOINT_KINDS,
     LogError,
     ScenarioError,
     limits,
     open_replay,
+    parse_breakpoint,
     parse_duration,
     register_bench_group,
     validate,
@@ -57,6 +60,25 @@ def _duration(text: str) -> int:
         return parse_duration(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _breakpoint(text: str) -> str:
+    try:
+        return parse_breakpoint(text).text()
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_break_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--break",
+        dest="breaks",
+        action="append",
+        type=_breakpoint,
+        default=[],
+        metavar="KIND[=ARG]",
+        help=f"stop at the next such event (repeatable; b edits them): {', '.join(BREAKPOINT_KINDS)}",
+    )
 
 
 def add_tui_options(p: argparse.ArgumentParser) -> None:
@@ -121,6 +143,7 @@ def add_tui_options(p: argparse.ArgumentParser) -> None:
         help="session log path; .gz or .zst compresses (default: sessions/...)",
     )
     p.add_argument("--no-log", action="store_true", help="do not record the session")
+    add_break_option(p)
     add_display_options(p)
 
 
@@ -166,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="TUI: virtual seconds per wall second (inf = flat out)",
     )
     replay.add_argument("--paused", action="store_true", help="TUI: start paused")
+    add_break_option(replay)
     add_display_options(replay)
     completion = sub.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=("bash", "zsh", "fish"), help="for which shell")
@@ -209,6 +233,7 @@ def options_from_args(args: argparse.Namespace) -> LaunchOptions:
         log_path=args.log,
         theme=THEME_NAMES[args.theme] if args.theme else None,
         backend=args.backend,
+        breaks=list(args.breaks),
     )
     opts.config()  # every check a run makes, before the terminal changes mode
     return opts
@@ -311,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: list[str]) -> int:
     if not args:
         return run_app(LaunchOptions())
+    if args[0].startswith("--break"):
+        args = ["tui", *args]  # `slotlab --break delete`: the default TUI, with breakpoints
     if args[0] == "serve":
         return cmd_serve(args[1:])
     if args[0] in ("-h", "--help"):
@@ -351,6 +378,7 @@ def _dispatch(args: list[str]) -> int:
             speed=ns.speed,
             paused=ns.paused,
             theme=THEME_NAMES[ns.theme] if ns.theme else None,
+            breaks=list(ns.breaks),
         )
         return run_app(options, mouse=not ns.no_mouse)
     if command == "qemu" and "--json" not in args[: args.index("--") if "--" in args else None]:

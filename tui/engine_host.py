@@ -18,7 +18,7 @@ import outcome
 import trio
 import trio.testing
 
-from engine.api import LiveSession
+from engine.api import Breakpoints, LiveSession
 from engine.snapshot import Snapshot
 
 DoneCallback = Callable[["EngineHost", outcome.Outcome[Any]], None]
@@ -33,6 +33,8 @@ class EngineHost:
         self._scope: trio.CancelScope | None = None
         self._done: asyncio.Future[outcome.Outcome[Any]] | None = None
         self._stopping = False
+        self.breakpoints = Breakpoints()
+        """The user's list: every session this host starts stops at them."""
         self.switching = asyncio.Lock()
         """Held while one session is stopped and the next started: two restarts asked for
         at once (keys typed fast) must not interleave."""
@@ -48,6 +50,7 @@ class EngineHost:
             raise RuntimeError("a session is already running; stop it first")
         loop = asyncio.get_running_loop()
         self.live = live
+        live.breakpoints = self.breakpoints
         self._stopping = False
         # Created here, entered by the run: a stop() before trio's first tick still cancels.
         self._scope = trio.CancelScope()

@@ -57,6 +57,8 @@ class LaunchOptions:
     theme: str | None = None
     demo: bool = False
     """Start paused just before the first DELETE, with a one-line hint of what to press."""
+    breaks: list[str] = dataclasses.field(default_factory=list)
+    """Breakpoints (KIND[=ARG], engine.api.parse_breakpoint) every session starts with."""
     backend: str = "model"
     """model (virtual time, every kernel structure visible) or kvm (the machine's /dev/kvm,
     in real time: pause, step and speed do not apply, SRCU and the memslot sets are hidden)."""

@@ -84,6 +84,10 @@ class Pacing:
         self.paused = paused
         # While paused, run flat out until the bus has emitted this many events ("step").
         self.step_until_seq = -1
+        # While paused, run on until the sequencer has made this many sleep/block calls (one
+        # scheduler step); at_call is the call a paused run waits at (engine.stepping).
+        self.step_until_call = -1
+        self.at_call = 0
         self.anchor_wall = 0.0
         self.anchor_virtual = 0
 
@@ -238,6 +242,10 @@ class Sequencer:
         """Replay: apply command at the hand-over that follows sleep/block call number call."""
         self._scheduled.append((call, command))
 
+    def unschedule(self) -> None:
+        """Drop the recorded commands not yet applied (a re-executed run takes a new course)."""
+        self._scheduled.clear()
+
     def _apply_commands(self, release_t: int) -> None:
         handler = self._command_handler
         self.bus.now = max(self.bus.now, min(release_t, self.end_ns))
@@ -350,7 +358,8 @@ class Sequencer:
             self._poke = trio.Event()
             try:
                 if p.paused:
-                    if p.step_until_seq > self.bus.seq:
+                    p.at_call = self.calls
+                    if p.step_until_seq > self.bus.seq or p.step_until_call > self.calls:
                         return
                     await self._poke.wait()
                     p.anchor_wall, p.anchor_virtual = trio.current_time(), self.bus.now

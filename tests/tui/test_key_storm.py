@@ -24,6 +24,9 @@ from .test_robustness import KEYS, instant_compare, key_event
 
 AppFactory = Callable[..., SlotlabApp]
 
+# The stepping and time-travel keys besides (b and j are among KEYS' letters): `,` re-executes
+# the run from its start, so a storm of them is a storm of restarts.
+STORM_KEYS = [*KEYS, "comma", "full_stop", "shift+space", "shift+left"]
 PRESSES = 2_000
 BURST = 5
 RUNS = 10
@@ -45,6 +48,8 @@ PALETTE = [
     "help",
     "replay",
     "breakpoint",
+    "jump",
+    "step back",
 ]
 
 
@@ -59,7 +64,7 @@ def key_sequence(seed: int) -> list[str]:
             tail = rng.choice([["enter"], ["down", "enter"], ["escape"], []])
             keys += ["ctrl+p", *(" " if c == " " else c for c in typed), *tail]
         else:
-            keys.append(rng.choice(KEYS))
+            keys.append(rng.choice(STORM_KEYS))
     return keys[:PRESSES]
 
 

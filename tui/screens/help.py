@@ -35,6 +35,16 @@ clears when synchronize_srcu_expedited() returns.
 the other index, SCAN2 waits for the old one: a vCPU stuck in an exit handler holds the
 update up.
 
+**Stepping** — space shows exactly one more event, `.` one scheduler step (the actor running
+now goes on to its next sleep or block). `,` goes one event back and `j` jumps to an event or a
+virtual time: runs are deterministic, so an earlier moment is the run re-executed from its start
+with the same commands, and the recording line says when that happened. None of these is
+recorded: they hold the clock and change nothing the run decides.
+
+**Breakpoints** — `b`: stop at the next DELETE, CREATE, swap, grace-period phase, fault, exit,
+transaction, verdict change or access to a GPA range (`--break KIND[=ARG]` on the command line).
+The line above the footer lists them and says where the run stopped; they work in replay too.
+
 Keys can be remapped by binding id: `SLOTLAB_KEYMAP="pause=P;step=n"` or
 `~/.config/slotlab/keymap.toml` with a `[keymap]` table.
 """

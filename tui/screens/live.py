@@ -1,8 +1,11 @@
 """The live monitor: a session runs, and every key that changes it is a recorded command.
 
-Pause, step, speed and injections go through ``LiveSession.send`` and land in the log as Command
-events at the sequencer call they followed, so a live session replays byte for byte. Switching
-strategy or scenario ends this session (its log stays, unfinished) and starts a new one.
+Pause, speed and injections go through ``LiveSession.send`` and land in the log as Command
+events at the sequencer call they followed, so a live session replays byte for byte. Stepping
+(one event, one scheduler step), breakpoints and jumps only hold the run's pacing, which
+changes nothing it decides, so they are not commands. Going back re-executes the run from its
+start to the earlier event (``LiveSession.rewound``) and says so. Switching strategy or
+scenario ends this session (its log stays, unfinished) and starts a new one.
 """
 
 from __future__ import annotations
@@ -14,15 +17,17 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Static
 
-from engine.api import Pacing, builtin_names, load_scenario, open_session
+from engine.api import LiveSession, Pacing, builtin_names, load_scenario, open_session
 from engine.events import IoctlEnter
 from engine.faults import FAULT_KINDS, FaultError
 from engine.vmm.strategies import STRATEGIES
 from tui.options import LaunchOptions, faster, slower, speed_arg, unique_log_path
 from tui.palette import may_open
+from tui.screens.breakpoints import BreakpointForm
 from tui.screens.choose import ChoiceScreen
 from tui.screens.fault_form import FaultForm
-from tui.screens.monitor import MonitorScreen
+from tui.screens.jump import JumpForm, LiveTarget, parse_live_target
+from tui.screens.monitor import MonitorScreen, stop_bindings
 
 if TYPE_CHECKING:
     from tui.app import SlotlabApp
@@ -32,6 +37,8 @@ class LiveScreen(MonitorScreen):
     BINDINGS = [
         Binding("p", "pause", "Pause", id="pause"),
         Binding("space", "step", "Step", id="step"),
+        *stop_bindings(""),
+        Binding("j", "jump", "Jump", show=False, id="jump"),
         Binding("plus,equals_sign", "faster", "Faster", show=False, key_display="+", id="faster"),
         Binding("minus", "slower", "Slower", show=False, key_display="-", id="slower"),
         Binding("e", "to_end", "Run to end", show=False, id="to-end"),
@@ -100,7 +107,9 @@ class LiveScreen(MonitorScreen):
         return False
 
     # A real VM runs in real time: the clock's keys are shown disabled.
-    CLOCK_ACTIONS = frozenset({"pause", "step", "faster", "slower", "to_end"})
+    CLOCK_ACTIONS = frozenset(
+        {"pause", "step", "step_call", "back", "jump", "breakpoints", "faster", "slower", "to_end"}
+    )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.options.backend == "kvm" and action in self.CLOCK_ACTIONS:
@@ -166,13 +175,96 @@ class LiveScreen(MonitorScreen):
             self.notify("the run is over: ctrl+r starts a new one", timeout=3)
         return sent
 
+    def _engine_paused(self) -> bool:
+        """Paused as the engine is (a breakpoint or a step pauses it without a command)."""
+        live = self.slotlab.host.live
+        pacing = live.pacing if live is not None else None
+        return pacing.paused if pacing is not None else self.paused
+
     def action_pause(self) -> None:
-        if self._send("resume" if self.paused else "pause"):
-            self.paused = not self.paused
+        paused = self._engine_paused()
+        if self._send("resume" if paused else "pause"):
+            self.paused = not paused
+
+    def _live(self) -> LiveSession | None:
+        host = self.slotlab.host
+        return host.live if host.live is not None and self.options.backend == "model" else None
+
+    def _moved(self) -> None:
+        self.paused = True
+        self.query_one("#demo-hint").display = False
+        self.slotlab.host.poke()
+        self.slotlab.refresh_now()
 
     def action_step(self) -> None:
-        if self._send("step", count="1"):
-            self.paused = True
+        """Exactly one event on (not a command: it only holds the pacing)."""
+        live = self._live()
+        if live is not None:
+            live.step_event()
+            self._moved()
+
+    def action_step_call(self) -> None:
+        """One scheduler step: the actor holding the baton runs to its next sleep or block."""
+        live = self._live()
+        if live is not None:
+            live.step_call()
+            self._moved()
+
+    async def action_back(self) -> None:
+        live = self._live()
+        if live is not None:
+            await self.travel(("event", max(live.position - 1, 0)))
+
+    async def travel(self, target: LiveTarget) -> None:
+        """To an event position or a virtual time: forward, the run goes on to it; backward,
+        it is re-executed from its start (runs are deterministic), and the screen says so."""
+        host = self.slotlab.host
+        async with host.switching:
+            live = self._live()
+            if live is None:
+                return
+            kind, value = target
+            back = live.seek(value) if kind == "event" else live.seek_time(value)
+            if back is None:
+                self._moved()
+                return
+            if not live.can_rewind:
+                return
+            await host.stop()
+            again = live.rewound(back)
+            self.reset_views()
+            host.start(again)
+            self._moved()
+            rec = f"● REC {self.log_path}" if self.log_path is not None else "not recorded"
+            self.set_recording_text(f"⟲ re-executed from the start to #{back}  {rec}")
+            self.notify(
+                f"re-executed the run from its start to event #{back} (runs are deterministic)",
+                timeout=4,
+                markup=False,
+            )
+
+    def action_jump(self) -> None:
+        live = self._live()
+        if live is None or not may_open(self.app, JumpForm):
+            return
+        end_ns = live.snapshot(events=False).end_ns
+
+        async def chosen(target: LiveTarget | None) -> None:
+            if target is not None:
+                await self.travel(target)
+
+        self.app.push_screen(
+            JumpForm(
+                lambda text: parse_live_target(text, end_ns),
+                f"event number (now #{live.position}), virtual time (45us) or percentage of "
+                "the run (50%); earlier ones re-execute the run from its start",
+            ),
+            chosen,
+        )
+
+    def action_breakpoints(self) -> None:
+        if may_open(self.app, BreakpointForm):
+            self.app.push_screen(BreakpointForm(self.slotlab.host.breakpoints))
 
     def _set_speed(self, speed: float) -> None:
         if self._send("speed", speed=speed_arg(speed)):
@@ -186,7 +278,7 @@ class LiveScreen(MonitorScreen):
 
     def action_to_end(self) -> None:
         self._set_speed(math.inf)
-        if self.paused and self._send("resume"):
+        if self._engine_paused() and self._send("resume"):
             self.paused = False
 
     def inject(self, fault: str) -> None:

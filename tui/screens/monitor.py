@@ -32,6 +32,30 @@ FOCUS = {
 }
 
 
+def stop_bindings(prefix: str = "") -> list[Binding]:
+    """The stepping and breakpoint keys a live run and a replay share (ids prefixed, so a
+    keymap can move each screen's own)."""
+    return [
+        Binding(
+            "full_stop,shift+space",
+            "step_call",
+            "Scheduler step",
+            show=False,
+            key_display=".",
+            id=f"{prefix}step-call",
+        ),
+        Binding(
+            "comma,shift+left",
+            "back",
+            "Step back",
+            show=False,
+            key_display=",",
+            id=f"{prefix}step-back",
+        ),
+        Binding("b", "breakpoints", "Breakpoints", show=False, id=f"{prefix}breakpoints"),
+    ]
+
+
 class MonitorScreen(Screen[None]):
     # The footer lists a screen's bindings before the app's and cuts what does not fit: the
     # app-wide keys that matter most come first here (same ids as the app's, so a keymap
@@ -89,6 +113,7 @@ class MonitorScreen(Screen[None]):
                     with Vertical(id="detail-box"):
                         yield EventDetail(id="detail")
         yield from self.compose_controls()
+        yield Static("", id="breaks", markup=False)
         yield RecBar("", id="rec")
         yield Footer()
         w, h = self.MIN_SIZE
@@ -219,6 +244,16 @@ class MonitorScreen(Screen[None]):
             return
         if message.log.id == "log":
             self.query_one("#detail", EventDetail).show_event(message.event)
+
+    def show_stops(self, breakpoints: str, stopped_at: str) -> None:
+        """The breakpoint line: the list, and the one the run stopped at (hidden when both
+        are empty, so a session without breakpoints keeps its rows)."""
+        line = self.query_one("#breaks", Static)
+        text = f"⏸ stopped at {stopped_at}" if stopped_at else ""
+        if breakpoints:
+            text = f"{text}   breakpoints: {breakpoints}" if text else f"breakpoints: {breakpoints}"
+        line.set_class(bool(text), "-on")
+        line.update(text)
 
     def set_recording_text(self, text: str) -> None:
         self.query_one(RecBar).show_text(text)

@@ -11,8 +11,9 @@ from textual.binding import Binding
 from engine.api import open_replay
 from tui.options import faster, slower
 from tui.palette import may_open
+from tui.screens.breakpoints import BreakpointForm
 from tui.screens.jump import JumpForm
-from tui.screens.monitor import MonitorScreen
+from tui.screens.monitor import MonitorScreen, stop_bindings
 from tui.widgets.status import StatusBar
 from tui.widgets.timeline import Timeline
 
@@ -27,12 +28,13 @@ class ReplayScreen(MonitorScreen):
     BINDINGS = [
         Binding("p", "play", "Play/pause", id="replay-play"),
         Binding("space", "step", "Step", id="replay-step"),
+        *stop_bindings("replay-"),
         Binding("plus,equals_sign", "faster", "Faster", key_display="+", id="replay-faster"),
         Binding("minus", "slower", "Slower", key_display="-", id="replay-slower"),
         Binding("j", "jump", "Jump", id="replay-jump"),
         Binding("left_square_bracket", "skip(-1)", "Back 10%", key_display="[", id="replay-back"),
         Binding("right_square_bracket", "skip(1)", "Fwd 10%", key_display="]", id="replay-forward"),
-        Binding("b", "seek(0)", "To start", show=False, id="replay-start"),
+        Binding("B", "seek(0)", "To start", show=False, id="replay-start"),
         Binding("e", "to_end", "To end", show=False, id="replay-end"),
     ]
 
@@ -87,13 +89,26 @@ class ReplayScreen(MonitorScreen):
                 await host.stop()
                 self._start(None)
             return
-        self.driver.set_paused(not self.driver.paused)
+        pacing = self.driver.pacing
+        # A breakpoint pauses the pacing without the driver: go by what the engine does.
+        self.driver.set_paused(not (pacing.paused if pacing is not None else self.driver.paused))
         self._poke()
 
     def action_step(self) -> None:
+        self.driver.step()
+        self._poke()
+
+    def action_step_call(self) -> None:
         if self.slotlab.host.running:
-            self.driver.step(1)
+            self.driver.step_call()
             self._poke()
+
+    async def action_back(self) -> None:
+        await self.seek(self.driver.position - 1)
+
+    def action_breakpoints(self) -> None:
+        if may_open(self.app, BreakpointForm):
+            self.app.push_screen(BreakpointForm(self.slotlab.host.breakpoints))
 
     def action_faster(self) -> None:
         self.driver.set_speed(faster(self.driver.speed))
@@ -133,7 +148,7 @@ class ReplayScreen(MonitorScreen):
 
         if not may_open(self.app, JumpForm):
             return
-        self.app.push_screen(JumpForm(self.driver.total, self.driver.times), chosen)
+        self.app.push_screen(JumpForm.for_replay(self.driver.total, self.driver.times), chosen)
 
     async def on_timeline_seek(self, message: Timeline.Seek) -> None:
         await self.seek(message.seq)

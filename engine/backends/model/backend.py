@@ -36,6 +36,15 @@ from engine.sim.runtime import Actor, Pacing, Sequencer
 from engine.vmm.vmm import Vmm
 
 
+class _Recorded:
+    """A recorded command replayed in a forked run (told apart from one sent now)."""
+
+    __slots__ = ("command",)
+
+    def __init__(self, command: tuple[str, dict[str, str]]) -> None:
+        self.command = command
+
+
 class ModelBackend:
     name = "model"
     opens_eagerly = True
@@ -179,13 +188,20 @@ class ModelBackend:
 
     # --- commands -------------------------------------------------------------------------
 
-    def replay_commands(self, commands: Iterable[Command], keep_pacing: bool) -> None:
+    def replay_commands(
+        self, commands: Iterable[Command], keep_pacing: bool, fork: bool = False
+    ) -> None:
         """Replay: apply each recorded command at the hand-over after the sequencer call it
         followed. Pacing commands replay as their events; the pacing itself is then put back
-        as it was (``keep_pacing``: a viewer controls it) or set flat out."""
+        as it was (``keep_pacing``: a viewer controls it) or set flat out.
+
+        ``fork``: a live run re-executed to an earlier event (LiveSession.rewound). Recorded
+        commands replay as above; a command sent now acts as in any live run, and the
+        recorded ones still ahead are dropped: from here the run takes a new course."""
         seq = self.seq
         for command in commands:
-            seq.schedule(command.call, (command.name, dict(command.args)))
+            recorded = (command.name, dict(command.args))
+            seq.schedule(command.call, _Recorded(recorded) if fork else recorded)
         apply, pacing = self.apply_command, seq.pacing
 
         def keep(command: Any) -> None:
@@ -197,7 +213,14 @@ class ModelBackend:
             apply(command)
             pacing.paused, pacing.step_until_seq, pacing.speed = False, -1, math.inf
 
-        seq.set_command_handler(keep if keep_pacing else flat_out)
+        def forked(command: Any) -> None:
+            if isinstance(command, _Recorded):
+                keep(command.command)
+            else:
+                seq.unschedule()
+                apply(command)
+
+        seq.set_command_handler(forked if fork else keep if keep_pacing else flat_out)
 
     def submit(self, name: str, args: dict[str, str]) -> None:
         self.seq.send((name, args))
