@@ -1,8 +1,9 @@
 """Typed events: everything that matters in a run, as msgspec Structs in one tagged union.
 
-A session log is one JSON object per line: a ``header``, the events in ``(t, seq)`` order, and
-a closing ``verdict``. ``t`` is virtual time in ns and ``seq`` the emission order; the bus
-stamps both, so the model never reads a clock.
+A session log is one JSON object per line: a ``header``, the events in ``seq`` order, and a
+closing ``verdict``. ``seq`` is the emission order and ``t`` the time in ns; the bus stamps
+both, so the model never reads a clock. On the model (OrderedBus) ``t`` never decreases along
+``seq``; an event whose actor's own clock was behind carries that clock in ``actor_t``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,22 @@ from typing import Any
 
 import msgspec
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Event(msgspec.Struct, tag_field="kind", kw_only=True, gc=False):
     t: int = 0
+    """When the event was applied, in the log's total order: never less than an earlier
+    event's t (on the model)."""
     seq: int = 0
+    actor_t: int | msgspec.UnsetType = msgspec.UNSET
+    """The emitting actor's own clock, when it differs from t: a vCPU that ran within its
+    quantum behind another vCPU's already-applied events. Absent (not null) otherwise."""
+
+    @property
+    def own_t(self) -> int:
+        """The emitting actor's own time: actor_t when recorded, else t."""
+        return self.t if self.actor_t is msgspec.UNSET else self.actor_t
 
 
 # --- the modelled kernel ------------------------------------------------------------------
@@ -309,10 +320,50 @@ class EventBus:
     def unsubscribe(self, fn: Subscriber) -> None:
         self._subscribers.remove(fn)
 
+    def log_t(self) -> int:
+        """How far the log has come: no event so far has a later t (what a clock shows)."""
+        return self.now
+
     def emit(self, event: Event) -> None:
         if self.closed:
             return
         event.t = self.now
+        event.seq = self.seq
+        self.seq += 1
+        for fn in self._subscribers:
+            fn(event)
+
+
+class OrderedBus(EventBus):
+    """The model's bus: ``t`` is the time at which an event is applied in the log's total
+    order, so it never decreases along ``seq``.
+
+    ``now`` is the running actor's own clock. vCPUs are ordered against each other only by
+    quantum (engine/sim/runtime.py), so the baton can pass from a vCPU at 50.1us to one at
+    49.6us: that vCPU's events happen after the first one's in the run (they see what it did),
+    yet its clock is behind. Such an event gets the latest applied time as ``t`` and its
+    actor's clock as ``actor_t``. Durations an actor measures (srcu held_ns, stalls, update
+    latency) keep using its own clock."""
+
+    __slots__ = ("applied",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.applied = 0  # the latest event's t
+
+    def log_t(self) -> int:
+        return max(self.now, self.applied)
+
+    def emit(self, event: Event) -> None:
+        # EventBus.emit with one comparison more; written out, since it runs for every event.
+        if self.closed:
+            return
+        now = self.now
+        if now < self.applied:
+            event.t = self.applied
+            event.actor_t = now
+        else:
+            event.t = self.applied = now
         event.seq = self.seq
         self.seq += 1
         for fn in self._subscribers:

@@ -21,8 +21,12 @@ from engine.logio import LogIOError, display_name, log_lines, open_sink
 from engine.sim.perturb import Perturb
 from engine.summary import Summary
 
-READABLE_SCHEMAS = (1, SCHEMA_VERSION)
-"""Schema 1 differs from 2 only in its verdict line's summary, which recorded the log's path."""
+READABLE_SCHEMAS = (1, 2, SCHEMA_VERSION)
+"""Schema 1 differs from 2 only in its verdict line's summary, which recorded the log's path.
+Schema 2 differs from 3 in what t is: the emitting actor's own clock, which could go backwards
+along seq (3 stamps the log's order and keeps the actor's clock in actor_t), and in the verdict
+line's update-latency percentiles (nearest rank from 3 on). Both read, report and export; only
+the current schema verifies (engine/verify.py)."""
 
 FLUSH_SECONDS = 0.1
 FLUSH_BYTES = 1 << 16

@@ -18,7 +18,7 @@ import msgspec
 import trio
 
 from engine.checker import Verdict
-from engine.events import Command, Event, Violation
+from engine.events import SCHEMA_VERSION, Command, Event, Violation
 from engine.log import (
     Header,
     LogError,
@@ -141,6 +141,14 @@ def verify_streaming(path: str) -> VerifyResult:
             f"{path}:1: a --backend kvm run is wall-clock and nondeterministic and cannot be "
             f"replayed or verified; judge it with `slotlab check {path}`"
         )
+    if log.header.schema != SCHEMA_VERSION:
+        # Replay re-executes under this engine, which stamps t (and rounds percentiles) as
+        # schema SCHEMA_VERSION does: an older log's bytes cannot come out again.
+        raise LogError(
+            f"{path}:1: a schema {log.header.schema} log, recorded by an older slotlab "
+            f"({log.header.tool}): its replay here writes schema {SCHEMA_VERSION} times, so it "
+            f"cannot verify byte for byte; `slotlab check {path}` re-judges its events"
+        )
     try:
         config_from_header(log.header)
     except ValueError as err:
@@ -182,19 +190,12 @@ def verify_streaming(path: str) -> VerifyResult:
 
 
 def verdict_mismatch(log: LogOutline, session: Session) -> str:
-    """The replay's own verdict line against the recorded one; '' when they agree.
-
-    Schema 1 logs recorded their own path in the summary, so for them the comparison is of
-    the decoded line less that key; from schema 2 on it is of the bytes.
-    """
+    """The replay's own verdict line against the recorded one, byte for byte; '' when they
+    agree."""
     verdict = session.result or session.checker.verdict()
     derived = verdict_line(verdict.verdict, verdict.explanation, session.summary())
     want = log.verdict_line
     got = msgspec.json.encode(derived)
-    if log.header.schema < 2 and log.verdict is not None:
-        want = msgspec.json.encode(
-            verdict_line(log.verdict.verdict, log.verdict.explanation, log.verdict.summary)
-        )
     if want == got:
         return ""
     return f"the verdict line differs:\n  log:    {_cut(want)}\n  replay: {_cut(got)}"

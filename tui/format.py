@@ -147,6 +147,8 @@ def event_details(event: ev.Event) -> list[tuple[str, str]]:
             continue
         if key in _ADDRESS_FIELDS and isinstance(value, int):
             text = f"{value:#x}"
+        elif key == "actor_t" and isinstance(value, int):
+            text = f"{format_ns(value)} (the vCPU's own clock, behind t)"
         elif key == "generation" and isinstance(value, int):
             text = f"{value:#x}" + ("  (bit 63: update in progress)" if value >> 63 else "")
         elif key == "slot" and isinstance(event, _SLOT_ARG_EVENTS) and isinstance(value, int):

@@ -271,7 +271,7 @@ class SessionCore(Generic[B]):
             stall_ns=totals.stall_ns,
             injections=self.injector.injections,
             events=self.bus.seq,
-            virtual_ns=self.bus.now,
+            virtual_ns=self.bus.log_t(),
             seed=self.config.seed,
             scenario=self.config.scenario.name,
             strategy=self.config.strategy,

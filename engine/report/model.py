@@ -225,7 +225,7 @@ def describe(e: Event) -> tuple[str, str]:
     if isinstance(e, ev.Injected):
         return "injector", f"fault {e.fault} injected {e.target}".rstrip()
     fields = msgspec.structs.asdict(e)
-    del fields["t"], fields["seq"]
+    del fields["t"], fields["seq"], fields["actor_t"]
     kind = msgspec.inspect.type_info(type(e))
     tag = getattr(kind, "tag", type(e).__name__)
     return "-", f"{tag} " + " ".join(f"{k}={v}" for k, v in fields.items())

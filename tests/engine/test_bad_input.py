@@ -253,7 +253,7 @@ def _damage(data: bytes, case: str) -> tuple[bytes, int, str]:
             "the verdict must be the last line",
         )
     if case == "schema from the future":
-        lines[0] = lines[0].replace(b'"schema":2', b'"schema":9', 1)
+        lines[0] = lines[0].replace(b'"schema":3', b'"schema":9', 1)
         return b"\n".join(lines) + b"\n", 1, "schema 9"
     if case == "cut at a line boundary":
         return b"\n".join(lines[:20]) + b"\n", 21, "no verdict line"

@@ -25,7 +25,7 @@ from engine.backends.model.vcpus import ModelVcpus, VcpuRunner
 from engine.checker import Checker
 from engine.core.config import RunConfig
 from engine.core.ports import Body, Machine, RunContext
-from engine.events import Command, EventBus
+from engine.events import Command, EventBus, OrderedBus
 from engine.faults import FaultError, FaultSpec
 from engine.model.host import Host
 from engine.model.vcpu import Vcpu
@@ -63,7 +63,7 @@ class ModelBackend:
     # --- before the run -------------------------------------------------------------------
 
     def new_bus(self) -> EventBus:
-        return EventBus()
+        return OrderedBus()
 
     def check(self, config: RunConfig) -> None:
         """The model runs every scenario, strategy and fault; the session checks their names."""

@@ -28,7 +28,13 @@ class ModelSnapshotSource:
     def clock(self, verdict: bool, error: bool) -> ClockView:
         seq = self.b.seq
         return ClockView(
-            seq.bus.now, seq.pacing.speed, seq.pacing.paused, seq.finished, seq.stop_reason
+            # The log's time, not the running actor's: a vCPU behind the others would show
+            # a t earlier than rows already on screen.
+            seq.bus.log_t(),
+            seq.pacing.speed,
+            seq.pacing.paused,
+            seq.finished,
+            seq.stop_reason,
         )
 
     def slots_key(self) -> int:
