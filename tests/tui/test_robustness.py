@@ -15,6 +15,7 @@ from textual.drivers.headless_driver import HeadlessDriver
 from textual.geometry import Size
 from textual.keys import _get_unicode_name_from_key
 
+from engine.api import MatrixRow
 from tui.app import SlotlabApp
 from tui.palette import Palette
 from tui.screens.monitor import MonitorScreen
@@ -38,19 +39,23 @@ PRESSES = 10_000
 BURST = 5
 
 
-def instant_compare(*args: Any) -> list[dict[str, Any]]:
+def instant_compare(*args: Any) -> list[MatrixRow]:
     strategies: list[str] = args[1]
     return [
-        {
-            "strategy": s,
-            "runs": 1,
-            "crash_rate": 0.0,
-            "retries": 0.0,
-            "stall_ns": 0,
-            "latency_p50_ns": 0,
-            "latency_p99_ns": 0,
-            "verdicts": {"ok": 1},
-        }
+        MatrixRow(
+            strategy=s,
+            runs=1,
+            crash_rate=0.0,
+            retries=0.0,
+            stall_ns=0.0,
+            latency_p50_ns=0,
+            latency_p99_ns=0,
+            verdicts={"ok": 1},
+            internal_errors=0,
+            violations={},
+            exits={},
+            window_mmio_exits=0,
+        )
         for s in strategies
     ]
 
