@@ -17,7 +17,7 @@ import math
 import msgspec
 
 from engine.core.config import RunConfig
-from engine.events import Command, Event, Injected
+from engine.events import SCHEMA_VERSION, Command, Event, Injected
 from engine.live import LiveSession
 from engine.log import SessionLog, read_log
 from engine.runner import config_from_log, replay_session
@@ -137,6 +137,10 @@ class Replay:
         m = self.matcher
         if m is None:
             return ""
+        schema = self.log.header.schema
+        if schema != SCHEMA_VERSION and m.first_mismatch >= 0:
+            # This engine stamps t as schema SCHEMA_VERSION does (docs/log-format.md).
+            return f"a schema {schema} log: replayed with schema {SCHEMA_VERSION} times"
         if m.first_mismatch >= 0:
             return f"DIVERGED from the log at event {m.first_mismatch}"
         return f"identical to the log so far ({m.count}/{self.total})"
