@@ -12,7 +12,9 @@ from pathlib import Path
 import msgspec
 import pytest
 import trio
+import trio.testing
 
+from engine.api import Pacing, open_session
 from engine.events import SCHEMA_VERSION, Event, SrcuGp
 from engine.log import read_log
 from engine.replay import Replay
@@ -201,3 +203,33 @@ def test_replaying_an_older_log_says_its_times_are_newer(tmp_path: Path) -> None
     replay.speed = math.inf
     trio.run(replay.build().run)
     assert replay.status() == "identical to the log so far (156/156)"
+
+
+@pytest.mark.trio
+async def test_stepping_never_shows_a_row_later_than_the_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Issue 14: while stepping, the header said t=41.3us with rows at 42.8us on screen. Step
+    one event at a time through the race run that puts a vCPU behind: the snapshot's t_ns (the
+    header's t=) is never earlier than a row it shows."""
+    config = make_config("split", "legacy", seed=1, faults=["race"])
+    live = open_session(config, pacing=Pacing(paused=True))
+    behind = 0
+    async with trio.open_nursery() as nursery:
+
+        async def run() -> None:
+            live.rebase()
+            await live.run()
+
+        nursery.start_soon(run)
+        await trio.testing.wait_all_tasks_blocked()
+        while live.result is None:
+            live.step_event()
+            live.rebase()
+            await trio.testing.wait_all_tasks_blocked()
+            snap = live.snapshot()
+            if snap.events:
+                assert snap.t_ns >= max(e.t for e in snap.events), snap.seq
+                behind += snap.events[-1].actor_t is not msgspec.UNSET
+        nursery.cancel_scope.cancel()
+    assert behind > 0, "no step showed a vCPU behind: the test proves nothing"
