@@ -118,6 +118,9 @@ class Sequencer:
         self._scheduled: deque[tuple[int, Any]] = deque()
         self.calls = 0
         self.handoffs = 0
+        # Hand-overs that move the baton to another task (a trio task switch); the others
+        # hand it back to the actor that asked.
+        self.switches = 0
         # Hand-overs to actors other than vCPUs: the steps hunt's change points count.
         self.sync_handoffs = 0
         self._actors: list[Actor] = []
@@ -295,6 +298,7 @@ class Sequencer:
             self._hand_to(nxt)
 
     def _hand_to(self, actor: Actor) -> None:
+        self.switches += 1
         # A cancelled run (Ctrl-C reaching some task, a closed TUI) wakes parked actors with
         # Cancelled itself; rescheduling one of those again is trio's internal error
         # (KeyError or AssertionError in reschedule). Such an actor is unwinding: skip it.

@@ -155,6 +155,30 @@ async def test_vcpu_quanta_never_pass_a_non_vcpu_actor() -> None:
 
 
 @pytest.mark.trio
+async def test_switches_count_the_task_switches_the_baton_makes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`slotlab bench` sizes its bare trio loop by `switches`: it must be the number of times
+    the baton went to another task, not the hand-overs that gave it back to the same actor."""
+    toy = Toy(10_000)
+    toy.add("vmm", [2_500] * 3)
+    toy.add("vcpu0", [600] * 15, vcpu=True)
+    reschedules = 0
+    real = trio.lowlevel.reschedule
+
+    def counting(task: trio.lowlevel.Task, *args: Any) -> None:
+        nonlocal reschedules
+        reschedules += 1
+        real(task, *args)
+
+    monkeypatch.setattr(trio.lowlevel, "reschedule", counting)
+    await toy.run()
+    assert toy.seq.switches == reschedules
+    # A lone vCPU past its quantum gets the baton back when the VMM is not due yet.
+    assert 0 < toy.seq.switches < toy.seq.handoffs
+
+
+@pytest.mark.trio
 async def test_a_vcpu_sleeping_within_its_horizon_keeps_the_baton() -> None:
     toy = Toy(20_000)
     toy.add("vmm", [3_000] * 5)
