@@ -386,7 +386,7 @@ def dispatch(args: argparse.Namespace) -> int:
             print(f"{kind.name:13} {kind.summary} [{params}; fires at {kind.opportunity}]")
         return 0
     if args.command == "compare":
-        from engine.compare import cmd_compare
+        from engine.compare_cmd import cmd_compare
 
         return cmd_compare(args)
     if args.command == "import":

@@ -6,21 +6,16 @@ this process, in order. `compare --scenario all` shares one pool among every sce
 Every run is deterministic and the rows are assembled in (strategy, seed) order, so the matrix
 does not depend on how many workers computed it, or in which order they finished.
 
-The rows (engine/matrix.py) are pure; this module runs them and renders the matrix.
+The rows (engine/matrix.py) are pure, and so is the matrix over its run_one; this module only
+runs it. The command that renders it is engine/compare_cmd.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 from collections.abc import Callable
 
-import msgspec
 import trio
 
-from engine import limits
-from engine.compare_table import matrix_table
 from engine.matrix import (
     LEGEND,
     VERDICT_COLOUR,
@@ -33,8 +28,7 @@ from engine.matrix import (
 )
 from engine.matrix import row_from_summary as row_from_summary
 from engine.runner import make_config
-from engine.scenarios import builtin_names
-from engine.vmm.strategies import STRATEGIES, get_strategy
+from engine.vmm.strategies import get_strategy
 
 Progress = Callable[[int, int], None]
 
@@ -43,7 +37,7 @@ class CompareRunError(RuntimeError):
     """A run failed inside the engine (a bug, not bad input): names the run to reproduce."""
 
 
-def _validate(
+def validate(
     scenario: str, strategies: list[str], seeds: int, jobs: int, faults: list[str]
 ) -> None:
     if seeds < 1:
@@ -98,7 +92,7 @@ def compare_matrices(
     the rows aggregate the results in (strategy, seed) order, whichever worker computed
     them. `run` must be picklable (a module-level function) when jobs > 1."""
     for scenario in scenarios:
-        _validate(scenario, strategies, seeds, jobs, faults)
+        validate(scenario, strategies, seeds, jobs, faults)
     keys = [(sc, st, seed) for sc in scenarios for st in strategies for seed in range(1, seeds + 1)]
     per_scenario = len(strategies) * seeds
     done: dict[str, int] = dict.fromkeys(scenarios, 0)
@@ -182,75 +176,6 @@ async def _run_parallel(
     return results
 
 
-# --- the command ------------------------------------------------------------------------
-
-
-def capped_jobs(jobs: int, force: bool) -> int:
-    """More worker processes than CPUs only slows every run down (64 on 2 cores started 33
-    processes): cap at the CPU count, saying so, unless the user insists."""
-    limits.JOBS.check(jobs, "--jobs")
-    cpus = os.cpu_count() or 1
-    if jobs <= cpus or force:
-        return jobs
-    print(
-        f"slotlab: --jobs {jobs} capped at {cpus}, the CPUs here (--force-jobs to insist)",
-        file=sys.stderr,
-    )
-    return cpus
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    if args.backend in ("kvm", "both"):
-        return _kvm_compare(args)
-    names = builtin_names() if args.scenario == "all" else [args.scenario]
-    strategies = list(STRATEGIES)
-    # Bad input is reported before the progress bar appears.
-    for name in names:
-        _validate(name, strategies, args.seeds, args.jobs, args.fault)
-    args.jobs = capped_jobs(args.jobs, args.force_jobs)
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    progress_console = Console(stderr=True)
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=progress_console,
-        transient=True,
-        disable=not progress_console.is_terminal,
-    )
-    with bar:
-        tasks = {
-            name: bar.add_task(f"{name} ({args.jobs} job{'s' if args.jobs != 1 else ''})")
-            for name in names
-        }
-
-        def advance(name: str, done: int, total: int) -> None:
-            bar.update(tasks[name], completed=done, total=total)
-
-        matrices = compare_matrices(
-            names, strategies, args.seeds, args.jobs, args.fault, advance, args.duration
-        )
-    if args.json:
-        print(msgspec.json.encode(matrices).decode())
-        return 0
-    console = Console()
-    for name, rows in matrices.items():
-        console.print(matrix_table(name, rows, args.seeds, args.fault, args.duration))
-    console.print(LEGEND, style="dim", highlight=False)
-    return 0
-
-
-def _kvm_compare(args: argparse.Namespace) -> int:
-    # Imported here: the kvm backend's compare builds on this module.
-    from engine.backends.kvm.compare import compare_backends
-
-    return compare_backends(args)
-
-
 __all__ = [
     "LEGEND",
     "VERDICT_COLOUR",
@@ -260,10 +185,9 @@ __all__ = [
     "RunOne",
     "RunRow",
     "aggregate",
-    "cmd_compare",
     "compare_matrices",
     "compare_matrix",
-    "matrix_table",
     "row_from_summary",
     "run_one",
+    "validate",
 ]

@@ -17,8 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.compare import LEGEND, aggregate, matrix_table
-from engine.matrix import MatrixRow, run_row
+from engine.compare_table import matrix_table
+from engine.matrix import LEGEND, MatrixRow, aggregate, run_row
 from engine.sweep.cluster import KEEP_CHOICES, Result, open_client, run_on
 from engine.sweep.grid import build_grid
 from engine.sweep.unit import RunSpec

@@ -91,11 +91,10 @@ def test_aggregate_with_no_committed_update() -> None:
     assert row.crash_rate == 1.0
 
 
-def test_bad_input_is_refused_before_any_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    def never(*args: object) -> dict[str, Any]:
+def test_bad_input_is_refused_before_any_run() -> None:
+    def never(*args: object) -> RunRow:
         raise AssertionError("a run started")
 
-    monkeypatch.setattr(compare, "run_one", never)
     cases: list[tuple[dict[str, Any], str]] = [
         ({"scenario": "nope"}, "unknown scenario"),
         ({"strategies": ["nope"]}, "unknown strategy"),
@@ -107,6 +106,7 @@ def test_bad_input_is_refused_before_any_run(monkeypatch: pytest.MonkeyPatch) ->
     for kwargs, message in cases:
         call: dict[str, Any] = {
             "scenario": "split", "strategies": ["legacy"], "seeds": 1, "jobs": 1, "faults": [],
+            "run": never,
         }  # fmt: skip
         call.update(kwargs)
         with pytest.raises(ValueError, match=message):

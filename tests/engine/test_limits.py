@@ -12,7 +12,7 @@ import pytest
 import engine
 from engine import cli, limits
 from engine.bench.load_bench import many_regions_scenario
-from engine.compare import capped_jobs
+from engine.compare_cmd import capped_jobs
 from engine.scenarios import ScenarioError, parse_scenario
 from engine.scenarios.loader import builtin_dir
 

@@ -1,0 +1,86 @@
+"""`slotlab compare`, the command: bad input first, a progress bar while the matrix runs
+(engine/compare.py), then the matrix as Rich tables (engine/compare_table.py) or one JSON object
+of MatrixRow lists keyed by scenario (--json). `--backend kvm|both` goes to
+engine/backends/kvm/compare.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import msgspec
+
+from engine import limits
+from engine.compare import compare_matrices, validate
+from engine.compare_table import matrix_table
+from engine.matrix import LEGEND
+from engine.scenarios import builtin_names
+from engine.vmm.strategies import STRATEGIES
+
+
+def capped_jobs(jobs: int, force: bool) -> int:
+    """More worker processes than CPUs only slows every run down (64 on 2 cores started 33
+    processes): cap at the CPU count, saying so, unless the user insists."""
+    limits.JOBS.check(jobs, "--jobs")
+    cpus = os.cpu_count() or 1
+    if jobs <= cpus or force:
+        return jobs
+    print(
+        f"slotlab: --jobs {jobs} capped at {cpus}, the CPUs here (--force-jobs to insist)",
+        file=sys.stderr,
+    )
+    return cpus
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    if args.backend in ("kvm", "both"):
+        return _kvm_compare(args)
+    names = builtin_names() if args.scenario == "all" else [args.scenario]
+    strategies = list(STRATEGIES)
+    # Bad input is reported before the progress bar appears.
+    for name in names:
+        validate(name, strategies, args.seeds, args.jobs, args.fault)
+    args.jobs = capped_jobs(args.jobs, args.force_jobs)
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    progress_console = Console(stderr=True)
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=progress_console,
+        transient=True,
+        disable=not progress_console.is_terminal,
+    )
+    with bar:
+        tasks = {
+            name: bar.add_task(f"{name} ({args.jobs} job{'s' if args.jobs != 1 else ''})")
+            for name in names
+        }
+
+        def advance(name: str, done: int, total: int) -> None:
+            bar.update(tasks[name], completed=done, total=total)
+
+        matrices = compare_matrices(
+            names, strategies, args.seeds, args.jobs, args.fault, advance, args.duration
+        )
+    if args.json:
+        print(msgspec.json.encode(matrices).decode())
+        return 0
+    console = Console()
+    for name, rows in matrices.items():
+        console.print(matrix_table(name, rows, args.seeds, args.fault, args.duration))
+    console.print(LEGEND, style="dim", highlight=False)
+    return 0
+
+
+def _kvm_compare(args: argparse.Namespace) -> int:
+    # Imported here: the kvm backend's compare builds on this module.
+    from engine.backends.kvm.compare import compare_backends
+
+    return compare_backends(args)
