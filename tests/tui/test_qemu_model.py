@@ -8,6 +8,7 @@ import gzip
 from pathlib import Path
 
 import pytest
+from textual.pilot import Pilot
 from textual.widgets import Static
 
 from engine.importers import read_trace
@@ -16,6 +17,7 @@ from engine.scenarios import load_scenario
 from tests.engine.helpers import ROOT
 from tests.tui.helpers import commands, screen_text, settle
 from tui.qemu_watch import QemuWatchApp
+from tui.screens.help import HelpScreen
 from tui.screens.live import LiveScreen
 from tui.screens.qemu import QemuModelScreen, QemuWatchScreen
 
@@ -60,6 +62,16 @@ def _status(app: QemuWatchApp) -> str:
     return str(app.watch_screen.query_one("#qstatus", Static).render())
 
 
+async def _close_help(pilot: Pilot[int], app: QemuWatchApp) -> None:
+    """Escape, then until the help screen is off the stack (keys before that go to it)."""
+    await pilot.press("escape")
+    for _ in range(200):
+        if not any(isinstance(s, HelpScreen) for s in app.screen_stack):
+            return
+        await pilot.pause()
+    raise AssertionError("the help screen did not close")
+
+
 @pytest.mark.asyncio
 async def test_m_runs_the_traffic_so_far_on_the_model_and_b_returns_to_qemu(
     tmp_path: Path,
@@ -77,8 +89,7 @@ async def test_m_runs_the_traffic_so_far_on_the_model_and_b_returns_to_qemu(
         await pilot.press("question_mark")  # help lists the key with the watch's own
         await pilot.pause()
         assert "Traffic so far on the model" in screen_text(app)
-        await pilot.press("escape")
-        await pilot.pause()
+        await _close_help(pilot, app)
 
         await pilot.press("m")
         await settle(app, pilot)
@@ -99,8 +110,7 @@ async def test_m_runs_the_traffic_so_far_on_the_model_and_b_returns_to_qemu(
         await pilot.press("question_mark")
         await pilot.pause()
         assert "Back to QEMU" in screen_text(app)
-        await pilot.press("escape")
-        await pilot.pause()
+        await _close_help(pilot, app)
         await pilot.press("r")  # the race key, as in any live session
         await settle(app, pilot)
         assert [c.args for c in commands(app) if c.name == "inject"] == [{"fault": "race"}]
