@@ -10,7 +10,9 @@ Three races in Textual 8.2.8, all found by the 10,000-random-keys test:
 - The palette's search worker, and its "no matches" timer, can finish after the palette has
   been dismissed and its widgets removed; their last update then looks the command list up
   and raises NoMatches, which takes the app down. Here that update is dropped: nobody can
-  see the list.
+  see the list. The same holds for every message, key binding and search the palette was
+  sent before it closed (an Enter, a down arrow, letters typed in the same burst as Escape):
+  a NoMatches from a palette that is no longer the open screen is dropped.
 
 And one rule for the screen stack (``may_open``), found by the 2,000-random-keys test: a key
 can reach the app's bindings before a dialog just pushed has focused its input, so `c` typed
@@ -22,16 +24,46 @@ screen is never stacked twice, and nothing is pushed over an open dialog.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any, Literal
 
+from textual import work
 from textual.await_complete import AwaitComplete
 from textual.command import CommandPalette
 from textual.css.query import NoMatches
+from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import OptionList
 
 
 class Palette(CommandPalette):
+    @contextlib.contextmanager
+    def _unless_open(self) -> Iterator[None]:
+        """NoMatches from a palette that is no longer the open screen is dropped: its
+        widgets are gone or going, and nobody can see the list any more."""
+        try:
+            yield
+        except NoMatches:
+            if self.is_attached and self is self.app.screen and not closing(self):
+                raise
+
+    async def _on_message(self, message: Message) -> None:
+        # A key, an Enter (Input.Submitted) or a selection queued before the palette closed
+        # is handled after its widgets went; each handler looks the command list up first.
+        with self._unless_open():
+            await super()._on_message(message)
+
+    @work(exclusive=True, group=CommandPalette._GATHER_COMMANDS_GROUP)
+    async def _gather_commands(self, search_value: str) -> None:
+        # The search worker typed letters start can begin after an Escape in the same burst.
+        gather = CommandPalette._gather_commands.__wrapped__  # type: ignore[attr-defined]
+        with self._unless_open():
+            await gather(self, search_value)
+
+    def _action_cursor_down(self) -> None:
+        with self._unless_open():
+            super()._action_cursor_down()
+
     def dismiss(self, result: Any = None) -> AwaitComplete:
         # Screen.dismiss pops whatever screen is on top. A second Enter typed before the
         # palette is gone would dismiss it again and pop the monitor underneath.
@@ -66,7 +98,7 @@ class Palette(CommandPalette):
         timer._callback = guarded
 
     def _action_command_list(self, action: str) -> None:
-        with contextlib.suppress(KeyError):
+        with contextlib.suppress(KeyError), self._unless_open():
             super()._action_command_list(action)
 
 
