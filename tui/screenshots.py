@@ -97,6 +97,11 @@ async def story_inhibit(app: SlotlabApp, pilot: Pilot[int]) -> None:
     await _step_until(app, lambda: _commits(app) >= 2 and _snap(app).inhibited)
 
 
+async def breakpoint_stop(app: SlotlabApp, pilot: Pilot[int]) -> None:
+    """`slotlab --break delete`, then e: the run stops at the DELETE that opens the window."""
+    await pilot.press("e")
+
+
 async def compare(app: SlotlabApp, pilot: Pilot[int]) -> None:
     await pilot.press("c")
     await pilot.pause()
@@ -128,10 +133,10 @@ def scenes(workdir: Path) -> list[tuple[str, Callable[[], SlotlabApp], Script]]:
             LaunchOptions(replay=str(log.relative_to(workdir)), paused=True), keymap={}
         )
 
-    def demo(strategy: str) -> Callable[[], SlotlabApp]:
+    def demo(strategy: str, breaks: tuple[str, ...] = ()) -> Callable[[], SlotlabApp]:
         """`slotlab` as it starts: the default scenario, no fault armed."""
         path = f"sessions/20221111-120000-{DEFAULT_SCENARIO}-{strategy}.jsonl"
-        options = LaunchOptions(strategy=strategy, paused=True, log_path=path)
+        options = LaunchOptions(strategy=strategy, paused=True, log_path=path, breaks=list(breaks))
         return lambda: SlotlabApp(options, keymap={}, compare_jobs=1)
 
     return [
@@ -144,6 +149,7 @@ def scenes(workdir: Path) -> list[tuple[str, Callable[[], SlotlabApp], Script]]:
         ("srcu", lambda: _live(faults=[]), srcu),
         ("replay", replay_app, replay),
         ("compare", _live, compare),
+        ("breakpoint-delete", demo("legacy", ("delete",)), breakpoint_stop),
     ]
 
 
@@ -160,13 +166,15 @@ async def _shoot(name: str, make: Callable[[], SlotlabApp], script: Script, out:
     return path
 
 
-async def _all(out: Path) -> list[Path]:
+async def _all(out: Path, only: str | None = None) -> list[Path]:
     made = []
     with tempfile.TemporaryDirectory() as tmp:
         here = os.getcwd()
         os.chdir(tmp)
         try:
             for name, make, script in scenes(Path(tmp)):
+                if only is not None and name != only:
+                    continue
                 made.append(await _shoot(name, make, script, out))
         finally:
             os.chdir(here)
@@ -174,11 +182,13 @@ async def _all(out: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """--out DIR (default screenshots/); --only NAME draws one picture."""
     args = sys.argv[1:] if argv is None else argv
     out = Path(args[args.index("--out") + 1]) if "--out" in args else Path("screenshots")
+    only = args[args.index("--only") + 1] if "--only" in args else None
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    for path in asyncio.run(_all(out)):
+    for path in asyncio.run(_all(out, only)):
         print(path)
     return 0
 
