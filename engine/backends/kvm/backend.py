@@ -150,7 +150,7 @@ class KvmBackend:
         if nr_vcpus > vm.check_extension(c.KVM_CAP_MAX_VCPUS):
             raise ValueError(f"{nr_vcpus} vCPUs is more than KVM_CAP_MAX_VCPUS")
         self._memory = memory = ScenarioMemory(vm, sc)
-        ram = KvmRam(memory)
+        ram = KvmRam(memory, self.vcpus.bql)
         self._kernel = kernel = KvmKernel(vm, memory, ram, self.bus)
         self.bus.restate_with(self.restate)
         return Machine(kernel=kernel, vcpus=self.vcpus, ram=ram, host=self._describe_host(vm))
@@ -215,6 +215,7 @@ class KvmBackend:
     # --- the run --------------------------------------------------------------------------
 
     async def run(self, vmm: Body, others: Sequence[tuple[str, Body]]) -> None:
+        self.bus.inbox.attach(trio.lowlevel.current_trio_token())
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -228,6 +229,10 @@ class KvmBackend:
                     nursery.start_soon(body)
         except BaseException as err:
             raise _unwrap(err) from None
+        finally:
+            # Every vCPU thread has left KVM_RUN: what they served is the run's.
+            self.bus.inbox.attach(None)
+            self.bus.inbox.deliver(None)
 
     async def _duration(self) -> None:
         await trio.sleep(self.ctx.duration_ns / 1e9)

@@ -7,10 +7,9 @@
 - time to the first crash of a legacy split (the real race), from the first DELETE's entry to
   the KVM_RUN that returned KVM_EXIT_INTERNAL_ERROR, against the same race as a plain ctypes
   loop (engine/bench/kvm_race.py); the medians of runs alternating between the two are
-  compared. The plain loop answers each of the guest's doorbell exits in its vCPU thread and
-  is back in KVM_RUN within microseconds; slotlab hands every exit to the VMM's trio thread
-  and back (two thread hand-offs, each waiting for a CPU and for the GIL), so a vCPU re-enters
-  the guest, and meets the DELETE's INVALID slot, that much later.
+  compared. Both answer the guest's doorbell exits in the vCPU thread and go straight back
+  into KVM_RUN (slotlab as QEMU's kvm_cpu_exec() does, serve.py); slotlab also reads the
+  registers for each exit and posts its events to the event loop, which shares the GIL.
 - pause latency of the inhibit strategy (kick to the last vCPU's return from KVM_RUN, both
   stamped in the thread that made the syscall) for 1 to 4 vCPUs.
 

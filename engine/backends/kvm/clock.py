@@ -5,7 +5,9 @@ started, taken in the thread that saw it happen:
 
 - a memslot ioctl's IoctlEnter and its result (MemslotChange, IoctlExit) are stamped in the
   thread that makes the syscall, just before and just after it (StampedCall);
-- a vCPU exit is stamped in the vCPU's thread the instant KVM_RUN returned;
+- a vCPU exit is stamped in the vCPU's thread the instant KVM_RUN returned, and one the thread
+  served itself waits in the inbox (inbox.py) until the event loop emits it, or anything
+  stamped later;
 - everything else (the VMM's transactions, the kick) when the event loop emits it.
 
 ``seq`` stays the order in which the VMM's event loop learned of each event, so ``t`` is
@@ -24,6 +26,7 @@ from typing import Any
 
 import trio
 
+from engine.backends.kvm.inbox import ExitInbox
 from engine.events import Event, EventBus
 
 
@@ -68,6 +71,8 @@ class WallClockBus(EventBus):
         self.t0 = time.monotonic_ns()
         self._held: list[StampedCall] = []
         self._restate: Callable[[Event], None] | None = None
+        self.inbox = ExitInbox()
+        """Events the vCPU threads stamped while serving exits themselves (inbox.py)."""
 
     def start(self) -> None:
         self.t0 = time.monotonic_ns()
@@ -93,6 +98,8 @@ class WallClockBus(EventBus):
 
     def emit_at(self, event: Event, at_ns: int) -> None:
         """Emit ``event`` as having happened at ``at_ns`` (time.monotonic_ns())."""
+        if self.inbox:
+            self.inbox.deliver(at_ns)
         if self._held:
             self._catch_up(at_ns)
         if self._restate is not None:

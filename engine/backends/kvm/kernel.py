@@ -19,6 +19,7 @@ show).
 from __future__ import annotations
 
 import errno
+import threading
 import time
 
 import trio
@@ -52,9 +53,12 @@ class KvmRam:
     """Guest RAM through the VMM's own mappings; remembers the pages the VMM itself wrote
     (QEMU marks those dirty itself, so they say nothing about the guest)."""
 
-    def __init__(self, memory: ScenarioMemory) -> None:
+    def __init__(self, memory: ScenarioMemory, bql: threading.Lock) -> None:
         self.memory = memory
         self.vmm_pages: set[int] = set()
+        self.bql = bql
+        """Held by a vCPU thread serving an MMIO exit (serve.py) and by the VMM reading RAM
+        against vmm_pages, so neither sees the other's access half done."""
 
     def read(self, hva: int, size: int) -> int:
         return int.from_bytes(self.memory.read(hva, size), "little")
@@ -210,11 +214,14 @@ class KvmKernel:
     def _snapshot(self, region: MemoryRegion) -> None:
         """RAM of a logging slot right after its bitmap was harvested (or created): what the
         guest changes after this, no KVM_GET_DIRTY_LOG has reported yet."""
-        self._snapshots[region.slot] = self.memory.read(region.userspace_addr, region.memory_size)
         first = region.userspace_addr >> c.PAGE_SHIFT
-        self.ram.vmm_pages.difference_update(
-            range(first, first + (region.memory_size >> c.PAGE_SHIFT))
-        )
+        with self.ram.bql:
+            self._snapshots[region.slot] = self.memory.read(
+                region.userspace_addr, region.memory_size
+            )
+            self.ram.vmm_pages.difference_update(
+                range(first, first + (region.memory_size >> c.PAGE_SHIFT))
+            )
 
     def _unharvested(self, old: MemoryRegion) -> None:
         """The bitmap of ``old`` is gone: report pages the guest changed since its last harvest
@@ -223,15 +230,16 @@ class KvmKernel:
         before = self._snapshots.pop(old.slot, None)
         if before is None:
             return
-        now = self.memory.read(old.userspace_addr, old.memory_size)
         first_hva = old.userspace_addr >> c.PAGE_SHIFT
         page = c.PAGE_SIZE
-        changed = [
-            i
-            for i in range(old.memory_size // page)
-            if now[i * page : (i + 1) * page] != before[i * page : (i + 1) * page]
-            and first_hva + i not in self.ram.vmm_pages
-        ]
+        with self.ram.bql:
+            now = self.memory.read(old.userspace_addr, old.memory_size)
+            changed = [
+                i
+                for i in range(old.memory_size // page)
+                if now[i * page : (i + 1) * page] != before[i * page : (i + 1) * page]
+                and first_hva + i not in self.ram.vmm_pages
+            ]
         if not changed:
             return
         self.bus.emit(

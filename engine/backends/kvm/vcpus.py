@@ -1,7 +1,9 @@
 """Real vCPU threads driven from trio, and the VMM's handle on them.
 
-Each vCPU is a trio task whose KVM_RUN calls run in a worker thread (trio.to_thread), one call
-per exit; the exit is handled back in trio, as the model's VcpuRunner does. Pausing is QEMU's
+Each vCPU is a trio task whose KVM_RUN calls run in a worker thread (trio.to_thread). The
+thread serves MMIO exits itself and stays in its KVM_RUN loop, as QEMU's vCPU thread does
+(serve.py); any other exit is handed back to trio and handled there, as the model's
+VcpuRunner does. Pausing is QEMU's
 accel blocker: the runner sets kvm_run->immediate_exit and signals the thread, so KVM_RUN
 returns -EINTR at once (arch/x86/kvm/x86.c: kvm_arch_vcpu_ioctl_run()).
 
@@ -12,7 +14,6 @@ and its fault carry the instant KVM_RUN returned, stamped in the vCPU's thread (
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections import Counter
@@ -21,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from engine.backends.kvm.ioctl import REGS_RIP
-from engine.backends.kvm.vcpu import KvmVcpu, Mmio
+from engine.backends.kvm.serve import RawExit, VcpuThread, serve_mmio
+from engine.backends.kvm.vcpu import KvmVcpu
 from engine.backends.kvm.x86 import X86Program
 from engine.core.ports import VcpuTotals
 from engine.events import Exit, Fault, classify_internal
@@ -34,19 +35,6 @@ if TYPE_CHECKING:
     from engine.vmm.vmm import Vmm
 
 KICK_TIMEOUT_S = 5.0
-
-
-@dataclasses.dataclass(slots=True)
-class RawExit:
-    """What a worker thread read after KVM_RUN returned (so trio's thread makes no syscall)."""
-
-    reason: int
-    rip: int
-    at_ns: int
-    """time.monotonic_ns() in the vCPU's thread the instant KVM_RUN returned."""
-    mmio: Mmio | None = None
-    suberror: int = 0
-    data: tuple[int, ...] = ()
 
 
 class _Call:
@@ -72,6 +60,9 @@ class KvmVcpus:
         self._all_out: trio.Event | None = None
         self.kick_ns = 0
         self.kicked: list[KvmVcpuRunner] = []
+        self.bql = threading.Lock()
+        """QEMU's BQL, as far as the vCPU threads need one (serve.py); the backend shares it
+        with the kernel layer."""
 
     def vcpu_out(self) -> None:
         if self._all_out is not None:
@@ -152,6 +143,11 @@ class KvmVcpuRunner:
         self.done = False
         self.pending_jump: int | None = None
         self.returned_ns = 0
+        self.handoffs = 0
+        """Exits handed to the event loop (those the thread served itself: thread.served_here)."""
+        self.thread = VcpuThread(
+            vcpu, vmm, control.bql, index, self._post, lambda: len(self.bus.inbox)
+        )
         self._at = 0
         self._resume = trio.Event()
 
@@ -194,27 +190,23 @@ class KvmVcpuRunner:
         ctl, vcpu = self.control, self.vcpu
         call = _Call()
 
+        def keep_going() -> bool:
+            return not (call.abandoned or ctl.stopping)
+
         def work() -> RawExit | None:
             with call.lock:
                 if call.abandoned or ctl.stopping:
                     return None
                 call.started = True
             try:
-                reason = vcpu.run()
-                at = vcpu.returned_ns
-                rip = vcpu.get_regs()[REGS_RIP]
-                if reason == c.KVM_EXIT_MMIO:
-                    return RawExit(reason, rip, at, mmio=vcpu.mmio())
-                if reason == c.KVM_EXIT_INTERNAL_ERROR:
-                    suberror, data = vcpu.internal_error()
-                    return RawExit(reason, rip, at, suberror=suberror, data=tuple(data))
-                return RawExit(reason, rip, at)
+                return self.thread.run(keep_going)
             finally:
                 call.finished.set()
 
         try:
             raw = await trio.to_thread.run_sync(work, abandon_on_cancel=True, limiter=ctl.limiter)
             if raw is not None:
+                self.handoffs += 1
                 self.returned_ns = raw.at_ns
             return raw
         except trio.Cancelled:
@@ -256,33 +248,44 @@ class KvmVcpuRunner:
         self.bus.emit_at(exit, self._at)
         return name
 
+    def _post(self, raw: RawExit) -> None:
+        """From the vCPU thread: an exit it served, for the event loop to report."""
+        self.bus.inbox.post(raw.at_ns, lambda: self._report_mmio(raw))
+
+    def _report_mmio(self, raw: RawExit) -> None:
+        """The events of a served MMIO exit, at the thread's stamps: the fault the exit implies
+        and the exit when KVM_RUN returned, the VMM's service when it was done."""
+        m, served = raw.mmio, raw.served
+        assert m is not None
+        assert served is not None
+        self._at = raw.at_ns
+        self.rip = self.program.model_of(raw.rip)
+        self._fault(
+            m.phys_addr,
+            "write" if m.is_write else "read",
+            "readonly_mmio" if raw.rom_write else "mmio",
+        )
+        self._exit(
+            raw.reason,
+            self.rip,
+            phys_addr=m.phys_addr,
+            len=m.len,
+            is_write=m.is_write,
+            data=m.value if m.is_write else 0,
+        )
+        self.bus.emit_at(served, raw.served_ns)
+
     def _handle(self, raw: RawExit) -> bool:
         """One exit, as the model's vCPU and VcpuRunner report it; False when the vCPU stops."""
         vmm = self.vmm
+        self.bus.inbox.deliver(raw.at_ns)  # what this thread served before it comes first
         self._at = raw.at_ns  # the exit and what it implies happened when KVM_RUN returned
         rip = self.program.model_of(raw.rip)
         self.rip = rip
         if raw.reason == c.KVM_EXIT_MMIO:
-            m = raw.mmio
-            assert m is not None
-            r = vmm.views[0].lookup(m.phys_addr)
-            rom_write = m.is_write and r is not None and r.readonly
-            self._fault(
-                m.phys_addr,
-                "write" if m.is_write else "read",
-                "readonly_mmio" if rom_write else "mmio",
-            )
-            self._exit(
-                raw.reason,
-                rip,
-                phys_addr=m.phys_addr,
-                len=m.len,
-                is_write=m.is_write,
-                data=m.value if m.is_write else 0,
-            )
-            data = vmm.serve_mmio(self.index, 0, m.phys_addr, m.is_write, m.value, m.len)
-            if not m.is_write:
-                self.vcpu.complete_mmio_read(data.to_bytes(m.len, "little"))
+            if raw.served is None:
+                serve_mmio(self.vcpu, vmm, self.control.bql, self.index, raw)
+            self._report_mmio(raw)
             return True
         if raw.reason == c.KVM_EXIT_INTR:
             self._exit(raw.reason, rip)
