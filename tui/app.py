@@ -124,7 +124,7 @@ class SlotlabApp(App[int]):
     async def on_unmount(self) -> None:
         self._signals.remove()
         # Trio must finish before the loop stops: actors' finally-blocks, the log's close.
-        await self.host.stop()
+        await self.host.close()
         gc.unfreeze()  # what the app held may be collected again once it has gone
 
     # --- frames -------------------------------------------------------------------------

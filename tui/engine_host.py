@@ -33,6 +33,7 @@ class EngineHost:
         self._scope: trio.CancelScope | None = None
         self._done: asyncio.Future[outcome.Outcome[Any]] | None = None
         self._stopping = False
+        self._closed = False
         self.breakpoints = Breakpoints()
         """The user's list: every session this host starts stops at them."""
         self.switching = asyncio.Lock()
@@ -46,6 +47,10 @@ class EngineHost:
         return self._done is not None and not self._done.done()
 
     def start(self, live: LiveSession) -> None:
+        if self._closed:
+            # The app is going: a restart that was under way when it quit must not start a
+            # guest run the closing host loop would cut off in the middle.
+            return
         if self.running:
             raise RuntimeError("a session is already running; stop it first")
         loop = asyncio.get_running_loop()
@@ -89,6 +94,13 @@ class EngineHost:
         if self.live is not None and self.running:
             self._stopping = True  # ending, not failing: no "engine done" report
             self.live.interrupt(signum)
+
+    async def close(self) -> None:
+        """For good (the app is unmounting): after any restart under way, stop the run, and
+        start no other."""
+        self._closed = True
+        async with self.switching:
+            await self.stop()
 
     async def stop(self) -> None:
         """Cancel the run and wait until trio has finished with it."""
