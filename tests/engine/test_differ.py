@@ -44,6 +44,22 @@ def test_mmio_exits_on_one_side_only_is_a_disagreement() -> None:
     assert d["cause"] == "unexplained"
 
 
+def test_a_paused_guest_that_never_polled_on_the_host_is_explained_by_the_kicks() -> None:
+    # inhibit on a loaded host: every KVM_RUN between two pauses met the next kick first.
+    model = row({"ok": 2}, window=0, KVM_EXIT_MMIO=180, KVM_EXIT_INTR=40)
+    kvm = row({"ok": 2}, window=0, KVM_EXIT_INTR=22)
+    (d,) = differences(model, kvm)
+    assert d["what"] == "KVM_EXIT_MMIO: model 180, kvm 0"
+    assert "barely ran" in d["cause"]
+    assert "22 such exits" in d["cause"]
+    # Not when the model's accesses fell into an update window: that is a memslot outcome.
+    (d,) = differences(row({"ok": 2}, window=3, KVM_EXIT_MMIO=180), kvm)
+    assert d["cause"] == "unexplained"
+    # Nor when the host never kicked the guest.
+    (d,) = differences(model, row({"ok": 2}))
+    assert d["cause"] == "unexplained"
+
+
 def test_a_crash_on_one_side_names_the_race() -> None:
     model = row({"ok": 5})
     kvm = row({"crashed": 3, "ok": 2}, crash=0.6, KVM_EXIT_INTERNAL_ERROR=3)

