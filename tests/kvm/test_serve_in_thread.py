@@ -93,9 +93,10 @@ def test_a_session_reports_every_exit_its_threads_served_in_their_order() -> Non
     assert len(exits) == sum(r.thread.served_here + r.handoffs for r in runners)
     assert len(served) == sum(1 for e in exits if e.reason == "KVM_EXIT_MMIO")
     # Until the VM stops, only what needs the session is handed off: per vCPU at most its
-    # last exit (the crash, or the stop's kick) and one MMIO exit that raced the stop.
+    # last exit (the crash, or the stop's kick) and one MMIO exit that raced the stop, plus
+    # any the thread handed over because the event loop had fallen MAX_WAITING behind.
     assert any(isinstance(e, VmStopped) for e in events) or session.summary().verdict == "ok"
-    assert all(r.handoffs <= 2 for r in runners)
+    assert all(r.handoffs <= 2 + r.thread.backpressured for r in runners)
     for index in range(2):
         ts = [e.t for e in exits if e.vcpu == index]
         assert ts == sorted(ts)

@@ -99,18 +99,18 @@ class VcpuThread:
         self.waiting = waiting
         self.served_here = 0
         """MMIO exits this thread served without the event loop."""
+        self.backpressured = 0
+        """MMIO exits handed to the event loop because it was MAX_WAITING behind."""
 
     def run(self, keep_going: Callable[[], bool]) -> RawExit:
         """KVM_RUN until an exit the event loop must see; serve the rest in place."""
         vcpu = self.vcpu
         while True:
             raw = read_exit(vcpu, vcpu.run())
-            if (
-                raw.reason != c.KVM_EXIT_MMIO
-                or not keep_going()
-                or self.vmm.inhibited
-                or self.waiting() >= MAX_WAITING
-            ):
+            if raw.reason != c.KVM_EXIT_MMIO or not keep_going() or self.vmm.inhibited:
+                return raw
+            if self.waiting() >= MAX_WAITING:
+                self.backpressured += 1
                 return raw
             serve_mmio(vcpu, self.vmm, self.bql, self.index, raw)
             self.served_here += 1
