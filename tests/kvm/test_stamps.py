@@ -1,6 +1,7 @@
 """Real-KVM events carry kernel-side time: each ioctl is stamped in the thread that makes it,
 just before and just after the syscall; each exit the instant KVM_RUN returned in its vCPU's
-thread; update and pause latency come from those stamps. Orderings only, never durations."""
+thread; update and pause latency come from those stamps (``own_t``). The log's ``t`` still never
+decreases along seq. Orderings only, never durations."""
 
 from __future__ import annotations
 
@@ -49,9 +50,9 @@ def test_each_ioctl_is_stamped_around_its_syscall_and_the_vmm_thread_is_monotoni
     for enter, results in ioctls:
         assert isinstance(results[-1], IoctlExit), enter
         # One stamp after the syscall: the change and the return share it.
-        assert {r.t for r in results} == {results[-1].t}
-        assert enter.t <= results[-1].t
-    stamps = [t for enter, results in ioctls for t in (enter.t, results[-1].t)]
+        assert {r.own_t for r in results} == {results[-1].own_t}
+        assert enter.own_t <= results[-1].own_t
+    stamps = [t for enter, results in ioctls for t in (enter.own_t, results[-1].own_t)]
     assert stamps == sorted(stamps)
 
 
@@ -59,7 +60,7 @@ def test_exits_carry_kernel_fields_and_each_vcpu_thread_is_monotonic() -> None:
     events = _run("legacy", 300_000_000)
     exits = [e for e in events if isinstance(e, Exit)]
     for _, own in itertools.groupby(sorted(exits, key=lambda e: e.vcpu), key=lambda e: e.vcpu):
-        ts = [e.t for e in own]
+        ts = [e.own_t for e in own]
         assert ts == sorted(ts)
     crash = [e for e in exits if e.reason == "KVM_EXIT_INTERNAL_ERROR"]
     assert crash, "a legacy split on real KVM crashes"
@@ -68,7 +69,7 @@ def test_exits_carry_kernel_fields_and_each_vcpu_thread_is_monotonic() -> None:
     assert crash[0].internal == "emulation failure (instruction fetch failed)"
     # The fault an exit implies happened at the same instant.
     fault = next(e for e in events if isinstance(e, Fault) and e.outcome == "emulation_failure")
-    assert fault.t == crash[0].t
+    assert fault.own_t == crash[0].own_t
 
 
 def test_update_and_pause_latency_come_from_the_stamps() -> None:
@@ -85,14 +86,23 @@ def test_update_and_pause_latency_come_from_the_stamps() -> None:
         elif isinstance(e, Inhibit) and e.phase == "all_out":
             assert begin is not None
             # begin is emitted before the kick, all_out after every vCPU is out.
-            assert 0 <= e.latency_ns <= e.t - begin.t
-            first = begin.t if first is None else first
+            assert 0 <= e.latency_ns <= e.own_t - begin.own_t
+            first = begin.own_t if first is None else first
         elif isinstance(e, IoctlEnter):
-            first = e.t if first is None else first
+            first = e.own_t if first is None else first
         elif isinstance(e, IoctlExit):
-            last = e.t
+            last = e.own_t
         elif isinstance(e, TxnCommit) and e.txn > 1 and first is not None:
             # From the kick (after `begin` was stamped) to the last ioctl's return.
             assert 0 <= e.latency_ns <= last - first
             seen += 1
     assert seen >= 3
+
+
+def test_the_logs_t_never_decreases_and_a_late_event_keeps_its_stamp() -> None:
+    """Exits reach the event loop after later-stamped events: ``t`` is when each entered the
+    log, ``actor_t`` (``own_t``) when it happened in its thread."""
+    events = _run("legacy", 300_000_000)
+    ts = [e.t for e in events]
+    assert ts == sorted(ts)
+    assert all(e.own_t <= e.t for e in events)

@@ -184,10 +184,11 @@ class KvmBackend:
         return {
             "backend": "kvm",
             "deterministic": False,
-            "clock": "wall: t is time.monotonic_ns() since the run started, stamped in the "
-            "thread that made the syscall (an ioctl just before and just after it, a vCPU exit "
-            "the instant KVM_RUN returned); seq is the order the VMM's event loop learned of "
-            "each event, so t is monotonic per thread, not along seq",
+            "clock": "wall: time.monotonic_ns() since the run started, stamped in the thread "
+            "that made the syscall (an ioctl just before and just after it, a vCPU exit the "
+            "instant KVM_RUN returned); seq is the order the VMM's event loop learned of each "
+            "event and t never decreases along it: an event stamped before the log's latest t "
+            "carries its own stamp in actor_t",
             "device": device_path(),
             "kernel": platform.release(),
             "api_version": KVM_API_VERSION,

@@ -148,9 +148,13 @@ def _first_crash_ms(limit_ns: int) -> float | None:
     """One legacy split through slotlab: ms from the first DELETE's entry after boot to the
     first KVM_EXIT_INTERNAL_ERROR, both stamped in the thread that made the syscall."""
     events = _session_events("legacy", VCPUS, limit_ns)
-    deletes = [e.t for e in events if isinstance(e, IoctlEnter) and e.memory_size == 0 and e.t > 0]
+    deletes = [
+        e.own_t for e in events if isinstance(e, IoctlEnter) and e.memory_size == 0 and e.own_t > 0
+    ]
     # Each vCPU's exits reach the event loop in their own order: the earliest stamp wins.
-    crash = [e.t for e in events if isinstance(e, Exit) and e.reason == "KVM_EXIT_INTERNAL_ERROR"]
+    crash = [
+        e.own_t for e in events if isinstance(e, Exit) and e.reason == "KVM_EXIT_INTERNAL_ERROR"
+    ]
     if not deletes or not crash:
         return None
     return (min(crash) - deletes[0]) / 1e6

@@ -44,9 +44,9 @@ class KvmChecker(Checker):
             return
         done = self._returned
         when = (
-            f"had not returned yet ({format_ns(ev.t - io.t)} after it entered the kernel)"
+            f"had not returned yet ({format_ns(ev.own_t - io.own_t)} after it entered the kernel)"
             if done is None
-            else f"returned at t={format_ns(done.t)}, {format_ns(ev.t - done.t)} before KVM_RUN "
+            else f"returned at t={format_ns(done.own_t)}, {format_ns(ev.own_t - done.own_t)} before KVM_RUN "
             "returned"
         )
         self.crash = (
@@ -54,5 +54,5 @@ class KvmChecker(Checker):
             f"that GPA: KVM could not emulate the fetch and KVM_RUN returned KVM_EXIT_INTERNAL_ERROR "
             f"(suberror {ev.suberror}, KVM_INTERNAL_ERROR_EMULATION). The window was opened by "
             f"KVM_SET_USER_MEMORY_REGION(slot {io.slot & 0xFFFF}, memory_size 0), a DELETE issued at "
-            f"t={format_ns(io.t)} that {when}."
+            f"t={format_ns(io.own_t)} that {when}."
         )

@@ -1,7 +1,7 @@
 """Time on the real machine: the bus that stamps events with it, and the Clock.
 
-An event's ``t`` is the instant the thing happened, in ns of time.monotonic_ns() since the run
-started, taken in the thread that saw it happen:
+An event happened at an instant in ns of time.monotonic_ns() since the run started, taken in
+the thread that saw it happen:
 
 - a memslot ioctl's IoctlEnter and its result (MemslotChange, IoctlExit) are stamped in the
   thread that makes the syscall, just before and just after it (StampedCall);
@@ -10,9 +10,13 @@ started, taken in the thread that saw it happen:
   stamped later;
 - everything else (the VMM's transactions, the kick) when the event loop emits it.
 
-``seq`` stays the order in which the VMM's event loop learned of each event, so ``t`` is
+``seq`` stays the order in which the VMM's event loop learned of each event, and that instant is
 monotonic per thread but not along ``seq``: an exit that happened before a transaction began
-may reach the event loop after it. One thing the bus does reorder: a held call's IoctlEnter
+may reach the event loop after it. So, as on the model (events.OrderedBus), ``t`` is the time
+at which the event entered the log and never decreases; an event stamped earlier than the
+log's latest carries its own stamp in ``actor_t`` (``Event.own_t`` reads either). Figures
+measured between threads (update and pause latency, time to first crash, the checker's
+"before KVM_RUN returned") use ``own_t``. One thing the bus does reorder: a held call's IoctlEnter
 and result are emitted before any later-stamped event, so an exit that happened while an
 ioctl was inside the kernel follows its IoctlEnter in the log, and one after it returned
 follows its IoctlExit, even when the worker thread's return reached trio late.
@@ -27,7 +31,7 @@ from typing import Any
 import trio
 
 from engine.backends.kvm.inbox import ExitInbox
-from engine.events import Event, EventBus
+from engine.events import Event, OrderedBus
 
 
 class StampedCall:
@@ -63,7 +67,7 @@ class StampedCall:
             self.exit_ns = time.monotonic_ns()
 
 
-class WallClockBus(EventBus):
+class WallClockBus(OrderedBus):
     """Stamps events with wall-clock ns since start(); see the module docstring."""
 
     def __init__(self) -> None:
