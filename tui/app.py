@@ -209,7 +209,11 @@ class SlotlabApp(App[int]):
 
     def action_command_palette(self) -> None:
         if self.use_command_palette and may_open(self, CommandPalette):
-            self.push_screen(Palette(id="--command-palette"))
+            # No id (Textual gives its palette one): a palette dismissed in the same burst of
+            # keys is still registered until it is removed, and a second with the same id
+            # was DuplicateIds (the 2,000-key storm, seeds 300000 and 300008). Nothing looks
+            # the palette up by id; CommandPalette.is_open goes by its class.
+            self.push_screen(Palette())
 
     def search_themes(self) -> None:
         # Textual's own theme picker, as the guarded palette (see tui.palette).
