@@ -20,7 +20,7 @@ from engine.faults import FAULT_KINDS, FaultError
 from engine.log import LogError
 from engine.runner import check_log, make_config, run_session, summary_json, verify_log
 from engine.scenarios import ScenarioError, builtin_names, load_scenario
-from engine.signals import INTERRUPTED, Interrupted, install_sigterm
+from engine.signals import INTERRUPTED, Interrupted, sigterm_interrupts
 from engine.sim.perturb import Perturb, parse_perturb
 from engine.summary import Summary
 from engine.units import format_ns, parse_duration
@@ -324,9 +324,9 @@ def subcommands(parser: argparse.ArgumentParser) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    install_sigterm()
     try:
-        return run_parsed(build_parser().parse_args(argv))
+        with sigterm_interrupts():
+            return run_parsed(build_parser().parse_args(argv))
     except KeyboardInterrupt:  # while parsing, before run_parsed's own handlers
         print("slotlab: interrupted", file=sys.stderr)
         return 130

@@ -8,9 +8,10 @@ says `slotlab: interrupted` and exits 128 + the signal's number (130, 143), as a
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
 from typing import TypeVar
 
@@ -67,7 +68,15 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-def install_sigterm() -> None:
-    """Outside a run (loading, printing), SIGTERM ends the command like Ctrl-C does."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Outside a run (loading, printing), SIGTERM ends the command like Ctrl-C does. The
+    previous handler comes back afterwards: main() also runs inside tests and other programs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -17,7 +17,9 @@ import ctypes
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from engine.importers.calls import DEFAULT_TXN_GAP_US, Imported, MemslotCall, Record, group
 from engine.importers.qemu_trace import EVENTS, QemuTraceParser
@@ -169,12 +171,20 @@ class TraceFollower:
         return group(str(self.path), self.records, self.txn_gap_us)
 
 
-def stop_signals() -> None:
-    """SIGTERM and SIGHUP end slotlab like Ctrl-C does, so the finally blocks stop QEMU."""
+@contextlib.contextmanager
+def stop_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP end slotlab like Ctrl-C does, so the finally blocks stop QEMU; the
+    previous handlers come back afterwards."""
 
     def raise_interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    previous: dict[signal.Signals, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        with contextlib.suppress(ValueError, OSError):
-            signal.signal(sig, raise_interrupt)
+        with contextlib.suppress(ValueError, OSError):  # not the main thread
+            previous[sig] = signal.signal(sig, raise_interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -129,8 +129,12 @@ def finish(
 
 def watch(args: argparse.Namespace) -> WatchResult:
     """Run QEMU to its end, the duration or an interrupt; always stops QEMU."""
+    with stop_signals():
+        return _follow(args)
+
+
+def _follow(args: argparse.Namespace) -> WatchResult:
     trace, scenario, stderr = output_paths(args.out)
-    stop_signals()
     qemu = QemuProcess(qemu_command(args), trace, stderr)
     follower = TraceFollower(trace)
     deadline = time.monotonic() + args.duration / 1e9 if args.duration else None

@@ -11,6 +11,7 @@ import contextlib
 from typing import Any
 from unittest import mock
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -72,10 +73,14 @@ def _run(lines: list[str], horizon: int, rcx: int, closed_form: bool) -> dict[st
     }
 
 
-@settings(max_examples=300, deadline=None)
-@given(programs(), st.integers(0, 3_000), st.integers(-2, 50))
-def test_closed_form_equals_the_interpreter(lines: list[str], horizon: int, rcx: int) -> None:
-    assert _run(lines, horizon, rcx, True) == _run(lines, horizon, rcx, False)
+@pytest.mark.parametrize("budget", [60, pytest.param(1_000, marks=pytest.mark.slow, id="long")])
+def test_closed_form_equals_the_interpreter(budget: int) -> None:
+    @settings(max_examples=budget, deadline=None)
+    @given(programs(), st.integers(0, 3_000), st.integers(-2, 50))
+    def same(lines: list[str], horizon: int, rcx: int) -> None:
+        assert _run(lines, horizon, rcx, True) == _run(lines, horizon, rcx, False)
+
+    same()
 
 
 def test_a_spin_loop_runs_in_closed_form() -> None:

@@ -542,8 +542,15 @@ class SetReplace(RuleBasedStateMachine):
         event(f"peak slots >= {_bucket(self.peak)}")
 
 
+# The default suite explores 20 programs of up to 50 steps (each builds sets of hundreds of
+# slots); `make test-slow` explores 400.
 TestSetReplace = SetReplace.TestCase
-TestSetReplace.settings = settings(deadline=None)
+TestSetReplace.settings = settings(deadline=None, max_examples=20)
+
+
+class TestSetReplaceLong(SetReplace.TestCase):  # type: ignore[misc,valid-type]
+    pytestmark = pytest.mark.slow
+    settings = settings(deadline=None, max_examples=400)
 
 
 def test_overlap_across_address_spaces_is_allowed() -> None:

@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 from textual.widgets import Input
 
 from tui.app import SlotlabApp
 from tui.options import LaunchOptions
+
+from .quiesce import counted_pause
 
 
 @pytest.fixture(autouse=True)
@@ -26,6 +29,12 @@ def sessions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SLOTLAB_KEYMAP_FILE", "")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     return folder
+
+
+@pytest.fixture(autouse=True)
+def pause_until_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pilot.pause()` waits for the screen to be drawn, however loaded the machine is."""
+    monkeypatch.setattr(Pilot, "pause", counted_pause)
 
 
 @pytest.fixture(autouse=True)
