@@ -81,11 +81,11 @@ class QemuWatchApp(SlotlabApp):
     def watch_screen(self) -> QemuWatchScreen | None:
         return next((s for s in self.screen_stack if isinstance(s, QemuWatchScreen)), None)
 
-    def action_quit(self) -> None:  # type: ignore[override]
+    async def action_quit(self) -> None:
         self._end("quit")
         self.exit(return_code=0)
 
-    def on_unmount(self) -> None:  # type: ignore[override]
+    async def on_unmount(self) -> None:
         self._end("interrupted")
 
     def action_help(self) -> None:
