@@ -21,8 +21,8 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# No test's outcome depends on wall time or load; `slow` ones (10,000 keys, long fuzzing) are
-# left to test-slow, which CI runs too.
+# No test's outcome depends on wall time or load; `slow` ones (long fuzzing and Hypothesis
+# explorations) are left to test-slow, which CI runs too.
 test: lint
 	$(BIN)/pytest -n 2 -q
 
@@ -30,6 +30,8 @@ test: lint
 test-fast: setup
 	$(BIN)/pytest -n 2 -q -m "not slow" tests/model tests/engine
 
+# The TUI's key storms (2,000 keys x 10 seeds x 2 sizes, 10,000 keys) take a quarter of an hour
+# more: SLOTLAB_SLOW=1 make test-slow runs them too.
 test-slow: setup
 	$(BIN)/pytest -n 2 -q -m slow
 
