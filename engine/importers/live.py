@@ -171,20 +171,31 @@ class TraceFollower:
         return group(str(self.path), self.records, self.txn_gap_us)
 
 
-@contextlib.contextmanager
-def stop_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP end slotlab like Ctrl-C does, so the finally blocks stop QEMU; the
-    previous handlers come back afterwards."""
+class StopRequest:
+    """Which signal asked slotlab to stop QEMU (0: none yet); the watch loop checks it between
+    polls. The handler only notes it: a KeyboardInterrupt raised where the signal lands can
+    land inside Popen.poll() while it holds the child's waitpid lock, and stopping QEMU then
+    waits on that lock for ever."""
 
-    def raise_interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    def __init__(self) -> None:
+        self.signum = 0
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[StopRequest]:
+    """SIGINT, SIGTERM and SIGHUP ask the watch to stop QEMU and keep what it did; the
+    previous handlers come back afterwards."""
+    request = StopRequest()
+
+    def note(signum: int, frame: object) -> None:
+        request.signum = request.signum or signum
 
     previous: dict[signal.Signals, Any] = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(ValueError, OSError):  # not the main thread
-            previous[sig] = signal.signal(sig, raise_interrupt)
+            previous[sig] = signal.signal(sig, note)
     try:
-        yield
+        yield request
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

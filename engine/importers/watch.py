@@ -17,7 +17,13 @@ import msgspec
 
 from engine.importers import import_trace
 from engine.importers.calls import DEFAULT_TXN_GAP_US, Imported, Transaction
-from engine.importers.live import QemuError, QemuProcess, TraceFollower, stop_signals
+from engine.importers.live import (
+    QemuError,
+    QemuProcess,
+    StopRequest,
+    TraceFollower,
+    stop_signals,
+)
 from engine.units import format_ns
 
 POLL_S = 0.1
@@ -129,11 +135,11 @@ def finish(
 
 def watch(args: argparse.Namespace) -> WatchResult:
     """Run QEMU to its end, the duration or an interrupt; always stops QEMU."""
-    with stop_signals():
-        return _follow(args)
+    with stop_signals() as stop:
+        return _follow(args, stop)
 
 
-def _follow(args: argparse.Namespace) -> WatchResult:
+def _follow(args: argparse.Namespace, stop: StopRequest) -> WatchResult:
     trace, scenario, stderr = output_paths(args.out)
     qemu = QemuProcess(qemu_command(args), trace, stderr)
     follower = TraceFollower(trace)
@@ -151,9 +157,10 @@ def _follow(args: argparse.Namespace) -> WatchResult:
             if deadline is not None and time.monotonic() >= deadline:
                 stopped_by = "duration"
                 break
+            if stop.signum:
+                stopped_by = "interrupted"  # Ctrl-C, SIGTERM, SIGHUP: stop QEMU, keep what it did
+                break
             time.sleep(POLL_S)
-    except KeyboardInterrupt:
-        stopped_by = "interrupted"  # Ctrl-C, SIGTERM, SIGHUP: stop QEMU, keep what it did
     except BaseException:
         qemu.stop()
         raise
