@@ -162,12 +162,16 @@ def test_a_session_interrupted_mid_run_closes_its_vm() -> None:
             signal.pthread_kill(main, signal.SIGINT)
 
     sender = threading.Thread(target=ctrl_c)
+    # trio turns SIGINT into KeyboardInterrupt only over Python's own handler, and a test
+    # worker process need not have that one installed (a fresh `python` always does).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     sender.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             trio.run(session.run)
     finally:
         sender.join()
+        signal.signal(signal.SIGINT, previous)
     assert session.vm.closed
     assert all(r.vcpu.closed for r in session.vcpu_runners)
     assert open_fds() == fds
