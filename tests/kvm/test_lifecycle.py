@@ -157,9 +157,12 @@ def test_a_session_interrupted_mid_run_closes_its_vm() -> None:
     # trio turns it into KeyboardInterrupt in some task.
     main = threading.get_ident()
 
+    sent = threading.Event()
+
     def ctrl_c() -> None:
         if running.wait(JOIN_S):
             signal.pthread_kill(main, signal.SIGINT)
+            sent.set()
 
     sender = threading.Thread(target=ctrl_c)
     # trio turns SIGINT into KeyboardInterrupt only over Python's own handler, and a test
@@ -167,8 +170,15 @@ def test_a_session_interrupted_mid_run_closes_its_vm() -> None:
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     sender.start()
     try:
-        with pytest.raises(KeyboardInterrupt):
-            trio.run(session.run)
+        trio.run(session.run)
+    except KeyboardInterrupt:
+        pass
+    else:
+        # Seen in full -n 2 runs only, never alone: say what the run did instead.
+        pytest.fail(
+            f"no KeyboardInterrupt: SIGINT sent {sent.is_set()}, the run stopped for "
+            f"{session.stop_reason!r} with {session.result}"
+        )
     finally:
         sender.join()
         signal.signal(signal.SIGINT, previous)
