@@ -59,7 +59,8 @@ def test_500_vm_lifecycles_leave_no_fd_mapping_or_thread_behind() -> None:
     for _ in range(500):
         one_lifecycle(program)
     assert open_fds() == fds
-    assert threading.active_count() == threads
+    # Threads earlier tests left idling (trio's thread cache) may exit meanwhile: none new.
+    assert threading.active_count() <= threads
     # Python's allocator maps and unmaps arenas of its own as it likes, so a few mappings
     # may come or go; a mapping leaked per lifecycle would show as 500.
     assert abs(mappings() - maps) <= ARENA_SLACK
@@ -85,7 +86,8 @@ def test_close_kicks_a_vcpu_thread_out_of_kvm_run_and_releases_everything() -> N
     assert vcpu.closed
     assert vm.closed
     assert open_fds() == fds
-    assert threading.active_count() == threads
+    # Threads earlier tests left idling (trio's thread cache) may exit meanwhile: none new.
+    assert threading.active_count() <= threads
     with raises_errno(errno.EIO):
         vcpu.run()
 
@@ -126,7 +128,7 @@ def test_ctrl_c_inside_the_with_block_releases_the_vm() -> None:
     threads[0].join(JOIN_S)
     assert not threads[0].is_alive()
     assert open_fds() == fds
-    assert threading.active_count() == count
+    assert threading.active_count() <= count
 
 
 # --- sessions ----------------------------------------------------------------------------

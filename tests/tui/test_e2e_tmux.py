@@ -220,9 +220,10 @@ def test_the_demo_story(pane: Pane) -> None:
     _txn_seen(pane, start + 2)
     # The matrix: every strategy, filled.
     pane.send("c")
-    screen = pane.wait_for("seeds: done", deadline=240)
+    pane.wait_for("seeds: done", deadline=240)
+    # The rows are drawn after the status line says done: wait for each, not one capture.
     for name in ("legacy", "inhibit", "atomic-list", "convert"):
-        assert name in screen
+        screen = pane.wait_for(name)
     assert "%" in screen
     pane.send("Escape")
     pane.wait_for("pam-shadow·inhibit")
