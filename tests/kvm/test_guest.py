@@ -65,6 +65,30 @@ def test_a_jump_out_of_the_program_fetches_from_that_gpa() -> None:
         assert vcpu.rip() == 0xDEAD0000
 
 
+def test_the_rip_kvm_stores_at_each_exit_is_the_one_kvm_get_regs_reads() -> None:
+    """serve.py reads an exit's RIP from kvm_run (KVM_CAP_SYNC_REGS) instead of making a
+    KVM_GET_REGS per exit: the two must agree at every kind of exit the backend sees."""
+    vm, mem = flat_vm()
+    with vm:
+        program = load_program(
+            mem, 0, CODE, ["load [0x100000]", "store [0x100002]", "jmp 0xdead0000"]
+        )
+        vcpu = vm.create_vcpu()
+        vcpu.setup_flat_real_mode(CODE)
+        assert vcpu.sync_regs_on_exit()
+        seen = []
+        while (reason := run_to_exit(vcpu)) == c.KVM_EXIT_MMIO:
+            seen.append(vcpu.exit_rip())
+            assert seen[-1] == vcpu.rip()
+        assert reason == c.KVM_EXIT_INTERNAL_ERROR
+        assert vcpu.exit_rip() == vcpu.rip() == 0xDEAD0000
+        # A read exits before its instruction completes; a write after (RIP is past it).
+        assert [program.model_of(rip) for rip in seen] == [CODE, CODE + 8]
+        vcpu.kick()  # a kick returns EINTR before the guest runs: RIP stored all the same
+        assert vcpu.run() == c.KVM_EXIT_INTR
+        assert vcpu.exit_rip() == 0xDEAD0000
+
+
 def test_translation_refuses_what_a_real_mode_guest_cannot_do() -> None:
     with pytest.raises(TranslateError, match="below 4 GiB"):
         translate(assemble(CODE, ["load [0x100000000]"]), CODE)

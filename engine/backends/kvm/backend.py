@@ -211,6 +211,7 @@ class KvmBackend:
         for i in range(self.ctx.config.nr_vcpus):
             vcpu = self.vm.create_vcpu(i)
             vcpu.setup_flat_real_mode(program.base)
+            vcpu.sync_regs_on_exit()  # an exit's RIP without a KVM_GET_REGS (serve.py)
             self.vcpus.runners.append(KvmVcpuRunner(self.vcpus, vmm, program, vcpu, i, sc.entry))
 
     # --- the run --------------------------------------------------------------------------

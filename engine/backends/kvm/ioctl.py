@@ -49,6 +49,14 @@ RUN_MMIO: Final = struct.Struct("<Q8sIB")  # at 32: phys_addr, data[8], len, is_
 RUN_MMIO_DATA: Final = 40
 RUN_INTERNAL: Final = struct.Struct("<II")  # at 32: suberror, ndata
 RUN_UNION: Final = 32
+# After the 256-byte union: kvm_valid_regs, kvm_dirty_regs, then s.regs (struct kvm_sync_regs,
+# which starts with a struct kvm_regs). With KVM_SYNC_X86_REGS in kvm_valid_regs, every return
+# from KVM_RUN has filled s.regs.regs (arch/x86/kvm/x86.c: store_regs(), at the `out:` label
+# of kvm_arch_vcpu_ioctl_run(), with the same __get_regs() that KVM_GET_REGS uses).
+RUN_VALID_REGS: Final = 288
+RUN_SYNC_REGS: Final = 304
+KVM_CAP_SYNC_REGS: Final = 74
+KVM_SYNC_X86_REGS: Final = 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ioctl.restype = ctypes.c_int

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from engine.backends.kvm.ioctl import REGS_RIP
 from engine.backends.kvm.vcpu import KvmVcpu, Mmio
 from engine.events import MmioServed
 from engine.model import constants as c
@@ -55,7 +54,7 @@ class RawExit:
 def read_exit(vcpu: KvmVcpu, reason: int) -> RawExit:
     """The exit KVM_RUN just returned with, as the vCPU's thread sees it."""
     at = vcpu.returned_ns
-    rip = vcpu.get_regs()[REGS_RIP]
+    rip = vcpu.exit_rip()
     if reason == c.KVM_EXIT_MMIO:
         return RawExit(reason, rip, at, mmio=vcpu.mmio())
     if reason == c.KVM_EXIT_INTERNAL_ERROR:

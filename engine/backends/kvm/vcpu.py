@@ -14,22 +14,27 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import fcntl
 import mmap
 import os
 import signal
 import struct
 import threading
 import time
+from _thread import get_ident
+from fcntl import ioctl
+from time import monotonic_ns
 from typing import TYPE_CHECKING
 
 from engine.backends.kvm.ioctl import (
+    KVM_CAP_SYNC_REGS,
+    KVM_CHECK_EXTENSION,
     KVM_CREATE_VCPU,
     KVM_GET_REGS,
     KVM_GET_SREGS,
     KVM_RUN,
     KVM_SET_REGS,
     KVM_SET_SREGS,
+    KVM_SYNC_X86_REGS,
     REGS,
     REGS_RCX,
     REGS_RFLAGS,
@@ -40,7 +45,9 @@ from engine.backends.kvm.ioctl import (
     RUN_IO,
     RUN_MMIO,
     RUN_MMIO_DATA,
+    RUN_SYNC_REGS,
     RUN_UNION,
+    RUN_VALID_REGS,
     SEGMENT,
     SREGS_CR0,
     SREGS_SIZE,
@@ -52,7 +59,8 @@ if TYPE_CHECKING:
     from engine.backends.kvm.vm import KvmVM
 
 KICK_SIGNAL = signal.SIGUSR1
-_EXIT_REASON = struct.Struct("<I")
+_EXIT_REASON_WORD = RUN_EXIT_REASON // 4  # kvm_run as u32 words
+_RIP_QWORD = (RUN_SYNC_REGS + 8 * REGS_RIP) // 8  # kvm_run as u64 words
 _handler_lock = threading.Lock()
 _handler_installed = False
 
@@ -111,10 +119,14 @@ class KvmVcpu:
         self.index = index
         self.fd = -1
         self._page: mmap.mmap | None = None
+        self._words: memoryview | None = None
+        self._qwords: memoryview | None = None
         self._lock = threading.Lock()
         self._thread: int | None = None  # ident of the thread inside run(), if any
+        self._kicking = False  # a kicker holds _lock and may be about to signal _thread
         self._closing = False
         self._regs = bytearray(REGS.size)
+        self._sync_regs = False
         self.returned_ns = 0
         """time.monotonic_ns() taken in the calling thread the instant KVM_RUN last returned."""
         fd = kvm_ioctl(vm.vm_fd_checked(), KVM_CREATE_VCPU, index)
@@ -126,6 +138,13 @@ class KvmVcpu:
             os.close(fd)
             raise
         self.fd = fd
+        # Typed views of the page: one indexing per field read on the exit path.
+        self._words = memoryview(self._page).cast("I")
+        self._qwords = memoryview(self._page).cast("Q")
+        self._can_sync_regs = bool(
+            kvm_ioctl(vm.vm_fd_checked(), KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS)
+            & KVM_SYNC_X86_REGS
+        )
 
     @property
     def page(self) -> mmap.mmap:
@@ -141,36 +160,81 @@ class KvmVcpu:
 
     def run(self) -> int:
         """KVM_RUN once. Returns the exit reason; a kick (EINTR) is KVM_EXIT_INTR whatever
-        exit_reason holds, since immediate_exit leaves the previous value there."""
-        page = self.page
-        with self._lock:
-            if self._closing:
-                return c.KVM_EXIT_INTR
-            self._thread = threading.get_ident()
+        exit_reason holds, since immediate_exit leaves the previous value there.
+
+        This is the vCPU's hot path (bench target kvm.run_roundtrip), so it takes no lock on
+        the way in: the thread's ident is published before ``_closing`` is read, and close()
+        sets ``_closing`` before it reads ``_thread`` (both under the GIL), so either this call
+        sees the close and stays out of the kernel, or close() sees the thread and kicks it.
+        """
+        words = self._words
+        if words is None or self._closing:
+            raise OSError(errno.EIO, f"{os.strerror(errno.EIO)}: vCPU {self.index} is closed")
+        self._thread = get_ident()
         try:
+            if self.closed:  # close() began after the check above: stay out of the kernel
+                return c.KVM_EXIT_INTR
             # fcntl.ioctl releases the GIL for the call and does not retry on EINTR.
             try:
-                fcntl.ioctl(self.fd, KVM_RUN, 0)
-            finally:
-                self.returned_ns = time.monotonic_ns()
+                ioctl(self.fd, KVM_RUN, 0)
+            except InterruptedError:
+                self.returned_ns = monotonic_ns()
+                return c.KVM_EXIT_INTR
+            except BaseException:
+                self.returned_ns = monotonic_ns()
+                raise
+            self.returned_ns = monotonic_ns()
             # Read while still marked as inside run(): close() waits for that to end.
-            reason: int = _EXIT_REASON.unpack_from(page, RUN_EXIT_REASON)[0]
-        except InterruptedError:
-            reason = c.KVM_EXIT_INTR
+            reason: int = words[_EXIT_REASON_WORD]
+            return reason
         finally:
+            self._leave()
+
+    def _leave(self) -> None:
+        """Mark this thread out of run(). A kicker that read its ident may not have signalled
+        it yet: wait for that kicker to finish, so it never signals a thread that is gone."""
+        self._thread = None
+        if self._kicking:
             with self._lock:
-                self._thread = None
-        return reason
+                pass
+
+    def _signal_locked(self) -> None:
+        """immediate_exit, then SIGUSR1 to the thread inside run(), if any (self._lock held)."""
+        self._kicking = True
+        try:
+            if self._page is not None:
+                self._page[RUN_IMMEDIATE_EXIT] = 1
+            thread = self._thread
+            if thread is not None:
+                # _leave() waits for _lock while _kicking is set: the thread is alive.
+                signal.pthread_kill(thread, KICK_SIGNAL)
+        finally:
+            self._kicking = False
 
     def kick(self) -> None:
         """Make the vCPU leave KVM_RUN now, or refuse to enter it, until the flag is cleared."""
         with self._lock:
-            if self._page is None:
-                return
-            self._page[RUN_IMMEDIATE_EXIT] = 1
-            if self._thread is not None:
-                # Under the lock the thread is still inside run(), so its ident is alive.
-                signal.pthread_kill(self._thread, KICK_SIGNAL)
+            self._signal_locked()
+
+    def sync_regs_on_exit(self) -> bool:
+        """Ask KVM to store the registers in kvm_run at every return from KVM_RUN
+        (KVM_CAP_SYNC_REGS), so exit_rip() needs no KVM_GET_REGS; False where the kernel
+        cannot (exit_rip() then makes the ioctl)."""
+        if self._can_sync_regs:
+            self.page_qwords()[RUN_VALID_REGS // 8] = KVM_SYNC_X86_REGS
+            self._sync_regs = True
+        return self._sync_regs
+
+    def exit_rip(self) -> int:
+        """RIP as of the last return from KVM_RUN (call before the next one)."""
+        if self._sync_regs:
+            return self.page_qwords()[_RIP_QWORD]
+        return self.get_regs()[REGS_RIP]
+
+    def page_qwords(self) -> memoryview:
+        if self._qwords is None or self._closing:
+            raise OSError(errno.EIO, f"{os.strerror(errno.EIO)}: vCPU {self.index} is closed")
+        return self._qwords
 
     def clear_kick(self) -> None:
         """Clear immediate_exit; the kernel never does."""
@@ -265,9 +329,7 @@ class KvmVcpu:
                 with self._lock:
                     if self._thread is None:
                         break
-                    if self._page is not None:
-                        self._page[RUN_IMMEDIATE_EXIT] = 1
-                    signal.pthread_kill(self._thread, KICK_SIGNAL)
+                    self._signal_locked()
                 if time.monotonic() > deadline:
                     raise OSError(
                         errno.EBUSY,
@@ -278,6 +340,10 @@ class KvmVcpu:
                 # Ctrl-C while closing (pthread_kill and sleep run signal handlers): finish
                 # releasing the vCPU first, then let the interrupt through.
                 interrupted = err
+        for view in (self._words, self._qwords):
+            if view is not None:
+                view.release()
+        self._words = self._qwords = None
         with self._lock:
             page, self._page = self._page, None
         if page is not None:
