@@ -65,6 +65,10 @@ def _never_started(_: Any) -> trio.lowlevel.Abort:
     raise AssertionError("an actor waited for the baton before Sequencer.start")
 
 
+# Sequencer._pop()'s answer "try again": a marker, never scheduled.
+_AGAIN = Actor("(again)")
+
+
 def _abort_for(actor: Actor, seq: Sequencer) -> Callable[[Any], trio.lowlevel.Abort]:
     def abort(_: Any) -> trio.lowlevel.Abort:
         # Only a run being torn down cancels a parked actor.
@@ -80,8 +84,10 @@ class Pacing:
     math.inf runs flat out."""
 
     def __init__(self, speed: float = math.inf, paused: bool = False) -> None:
-        self.speed = speed
-        self.paused = paused
+        self._speed = speed
+        self._paused = paused
+        # Read at every sleep: a plain attribute, kept current by the two setters below.
+        self.live = speed != math.inf or paused
         # While paused, run flat out until the bus has emitted this many events ("step").
         self.step_until_seq = -1
         # While paused, run on until the sequencer has made this many sleep/block calls (one
@@ -92,8 +98,22 @@ class Pacing:
         self.anchor_virtual = 0
 
     @property
-    def live(self) -> bool:
-        return self.speed != math.inf or self.paused
+    def speed(self) -> float:
+        return self._speed
+
+    @speed.setter
+    def speed(self, speed: float) -> None:
+        self._speed = speed
+        self.live = speed != math.inf or self._paused
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @paused.setter
+    def paused(self, paused: bool) -> None:
+        self._paused = paused
+        self.live = self._speed != math.inf or paused
 
 
 CommandFn = Callable[[Any], None]
@@ -110,6 +130,7 @@ class Sequencer:
         self._vcpus: list[tuple[int, int, Actor]] = []
         self._counter = itertools.count()
         self._finished = trio.Event()
+        self._done = False  # _finished.is_set(), read without a call on the hot path
         self.stop_reason = ""
         self._commands: deque[Any] = deque()
         self._command_handler: CommandFn | None = None
@@ -136,7 +157,7 @@ class Sequencer:
 
     @property
     def finished(self) -> bool:
-        return self._finished.is_set()
+        return self._done
 
     def start(
         self, nursery: trio.Nursery, actor: Actor, body: Callable[[], Awaitable[None]]
@@ -174,7 +195,7 @@ class Sequencer:
         if self._keeps_baton(actor, t):
             if self.pacing.live:
                 await self._pace(t)
-                if self._commands or self._finished.is_set():
+                if self._commands or self._done:
                     self._push(t, actor)
                     await self._pass_baton(actor)
                     return
@@ -183,27 +204,52 @@ class Sequencer:
         self._push(t, actor)
         await self._pass_baton(actor)
 
+    def advance(self, actor: Actor, ns: int) -> bool:
+        """sleep()'s common case without building a coroutine: when the run is flat out and
+        the actor keeps the baton, count the call, move the clock and answer True. Otherwise
+        change nothing and answer False; the caller then awaits sleep(actor, ns), which
+        decides the same way."""
+        if self.pacing.live:
+            return False
+        t = self.bus.now + ns
+        if not self._keeps_baton(actor, t, self.calls + 1):
+            return False
+        self.calls += 1
+        self.bus.now = t
+        return True
+
     def horizon(self, actor: Actor) -> int:
         """How far past now a vCPU may advance and still keep the baton (see above).
 
         A pure function of the simulation's state: it must not look at pending commands or
         at the pacing, which a replay (always flat out, commands applied at recorded calls)
         cannot see, or the replay numbers its sleep calls differently and diverges."""
-        limit = min(actor.quantum_end, self.end_ns + 1)
-        if self._strict:
-            limit = min(limit, self._strict[0][0])
-        return max(limit - self.bus.now - 1, 0)
+        # min(quantum_end, end_ns + 1, next non-vCPU entry) - now - 1, at least 0; written
+        # out, since it runs before every step of every vCPU.
+        limit = actor.quantum_end
+        if self.end_ns < limit:
+            limit = self.end_ns + 1
+        strict = self._strict
+        if strict and strict[0][0] < limit:
+            limit = strict[0][0]
+        limit -= self.bus.now + 1
+        return limit if limit > 0 else 0
 
-    def _keeps_baton(self, actor: Actor, t: int) -> bool:
+    def _keeps_baton(self, actor: Actor, t: int, call: int = -1) -> bool:
+        """Whether an actor sleeping to t would be popped again at once. call: the number
+        the sleep call has (self.calls once sleep() counted it)."""
         if t > self.end_ns or self._commands:
             return False
-        if self._scheduled and self._scheduled[0][0] == self.calls:
+        scheduled = self._scheduled
+        if scheduled and scheduled[0][0] == (self.calls if call < 0 else call):
             return False
-        strict = self._strict[0][0] if self._strict else math.inf
+        strict = self._strict
+        if strict and t >= strict[0][0]:
+            return False
         if actor.vcpu:
-            return t < strict and t < actor.quantum_end
-        vcpus = self._vcpus[0][0] if self._vcpus else math.inf
-        return t < strict and t < vcpus
+            return t < actor.quantum_end
+        vcpus = self._vcpus
+        return not vcpus or t < vcpus[0][0]
 
     async def block(self, actor: Actor) -> None:
         """Give up the baton until someone calls wake(actor)."""
@@ -221,12 +267,13 @@ class Sequencer:
         their clean-up code emits (inhibit's `finally`) never happened in the run: the bus
         drops it, so an interrupted log is exactly a prefix of the uninterrupted run's. A run
         that reached its own end keeps its clean-up events, as its logs always have."""
-        if not self._finished.is_set() or self.stop_reason == INTERRUPTED:
+        if not self._done or self.stop_reason == INTERRUPTED:
             self.bus.closed = True
 
     def finish(self, reason: str) -> None:
-        if not self._finished.is_set():
+        if not self._done:
             self.stop_reason = reason
+            self._done = True
             self._finished.set()
             self._poke.set()  # a paused or paced hand-over sees it at once
 
@@ -276,10 +323,13 @@ class Sequencer:
             return vcpus or None
         if not vcpus:
             return strict
-        return strict if strict[0][:2] < vcpus[0][:2] else vcpus
+        first, other = strict[0], vcpus[0]
+        if first[0] != other[0]:
+            return strict if first[0] < other[0] else vcpus
+        return strict if first[1] < other[1] else vcpus
 
     async def _pass_baton(self, me: Actor, forever: bool = False) -> None:
-        nxt = await self._next()
+        nxt = await self._next() if self.pacing.live else self._pop_flat_out()
         if nxt is me:
             return
         if nxt is not None:
@@ -288,7 +338,7 @@ class Sequencer:
             return
         me.parked = True  # _wait_for_baton, inlined: this is the hottest await of a run
         await trio.lowlevel.wait_task_rescheduled(me.abort)
-        if self._finished.is_set():
+        if self._done:
             self.tearing_down()  # Finished unwinds the actor
             raise Finished
 
@@ -315,48 +365,67 @@ class Sequencer:
     async def _next(self) -> Actor | None:
         """Pop the next actor, pacing wall time and applying commands first."""
         while True:
-            if self._finished.is_set():
-                return None
-            heap = self._top()
-            if self.pacing.live:
+            if self.pacing.live and not self._done:
+                heap = self._top()
                 await self._pace(heap[0][0] if heap else None)
-                if self._finished.is_set():
-                    return None
-                heap = self._top()
-            release_t = heap[0][0] if heap else self.end_ns
-            if self._commands or (self._scheduled and self._scheduled[0][0] <= self.calls):
-                self._apply_commands(release_t)
-                heap = self._top()
-            if heap is None:
-                if self._commands:
-                    continue
-                self.finish("idle")
-                return None
-            t, _, actor = heap[0]
-            if t > self.end_ns:
-                self.bus.now = self.end_ns
-                self.finish("duration")
-                return None
-            heapq.heappop(heap)
-            if self.perturb is not None and not actor.vcpu:
-                held = self.perturb.preempt(self.sync_handoffs + 1, actor)
-                if held:
-                    self._push(t + held, actor)
-                    continue
+            nxt = self._pop()
+            if nxt is not _AGAIN:
+                return nxt
+
+    def _pop_flat_out(self) -> Actor | None:
+        """_next() for a run that is not paced: no await, so no coroutine per hand-over."""
+        while True:
+            nxt = self._pop()
+            if nxt is not _AGAIN:
+                return nxt
+
+    def _pop(self) -> Actor | None:
+        """One try of _next() once paced: the actor, None when the run is over, or _AGAIN
+        when the try changed what comes next (commands, a perturbation point)."""
+        if self._done:
+            return None
+        heap = self._top()
+        release_t = heap[0][0] if heap else self.end_ns
+        scheduled = self._scheduled
+        if self._commands or (scheduled and scheduled[0][0] <= self.calls):
+            self._apply_commands(release_t)
+            heap = self._top()
+        if heap is None:
+            if self._commands:
+                return _AGAIN
+            self.finish("idle")
+            return None
+        t, _, actor = heap[0]
+        if t > self.end_ns:
+            self.bus.now = self.end_ns
+            self.finish("duration")
+            return None
+        heapq.heappop(heap)
+        perturb = self.perturb
+        if perturb is None:
             self.bus.now = t
-            actor.quantum_end = t + (
-                QUANTUM_NS if self.perturb is None else self.perturb.quantum(QUANTUM_NS)
-            )
+            actor.quantum_end = t + QUANTUM_NS
             self.handoffs += 1
             if not actor.vcpu:
                 self.sync_handoffs += 1
             return actor
+        if not actor.vcpu:
+            held = perturb.preempt(self.sync_handoffs + 1, actor)
+            if held:
+                self._push(t + held, actor)
+                return _AGAIN
+        self.bus.now = t
+        actor.quantum_end = t + perturb.quantum(QUANTUM_NS)
+        self.handoffs += 1
+        if not actor.vcpu:
+            self.sync_handoffs += 1
+        return actor
 
     async def _pace(self, next_t: int | None) -> None:
         """Hold the hand-over until wall time catches up with virtual time, or while paused;
         a command (pause, speed, step, inject) interrupts the wait."""
         p = self.pacing
-        while not self._finished.is_set():
+        while not self._done:
             if self._commands:
                 return
             self._poke = trio.Event()
