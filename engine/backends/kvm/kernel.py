@@ -92,27 +92,28 @@ class KvmKernel:
 
     def ioctl_now(self, region: MemoryRegion) -> None:
         call = self._call(region)
-        call.run(self.vm.set_user_memory_region, self._real(region))
+        call.run(self.vm.region_call(self._real(region)), ())
         self.bus.settle(call)
         if call.error is not None:
             raise call.error
 
     async def ioctl(self, region: MemoryRegion, quiesced: bool) -> None:
         call = self._call(region)
-        real = self._real(region)
+        # Checked and packed here, so the worker thread stamps its entry right at the syscall.
+        issue = self.vm.region_call(self._real(region))
         if quiesced:
-            call.run(self.vm.set_user_memory_region, real)
+            call.run(issue, ())
         else:
             self.bus.hold(call)
-            await trio.to_thread.run_sync(call.run, self.vm.set_user_memory_region, real)
+            await trio.to_thread.run_sync(call.run, issue, ())
         self.bus.settle(call)
         if call.error is not None:
             raise call.error
         if quiesced:
             await trio.lowlevel.checkpoint()
 
-    def _real(self, region: MemoryRegion) -> tuple[int, ...]:
-        return tuple(region._replace(userspace_addr=self.memory.real(region.userspace_addr)))
+    def _real(self, region: MemoryRegion) -> MemoryRegion:
+        return region._replace(userspace_addr=self.memory.real(region.userspace_addr))
 
     def _call(self, region: MemoryRegion) -> StampedCall:
         """The ioctl as the thread making it stamps it: IoctlEnter at the instant before the

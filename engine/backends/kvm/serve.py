@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from collections.abc import Callable
+from time import monotonic_ns
 from typing import TYPE_CHECKING
 
 from engine.backends.kvm.vcpu import KvmVcpu, Mmio
@@ -68,14 +68,16 @@ def serve_mmio(vcpu: KvmVcpu, vmm: Vmm, bql: threading.Lock, index: int, raw: Ra
     back to the guest on the next KVM_RUN."""
     m = raw.mmio
     assert m is not None
+    phys, is_write = m.phys_addr, m.is_write
     with bql:
-        r = vmm.views[0].lookup(m.phys_addr)
-        raw.rom_write = m.is_write and r is not None and r.readonly
-        served = vmm.access_mmio(index, 0, m.phys_addr, m.is_write, m.value, m.len)
-    if not m.is_write:
+        if is_write:
+            r = vmm.views[0].lookup(phys)
+            raw.rom_write = r is not None and r.readonly
+        served = vmm.access_mmio(index, 0, phys, is_write, m.value if is_write else 0, m.len)
+    if not is_write:
         vcpu.complete_mmio_read(served.data.to_bytes(m.len, "little"))
     raw.served = served
-    raw.served_ns = time.monotonic_ns()
+    raw.served_ns = monotonic_ns()
 
 
 class VcpuThread:

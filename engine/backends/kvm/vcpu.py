@@ -23,7 +23,7 @@ import time
 from _thread import get_ident
 from fcntl import ioctl
 from time import monotonic_ns
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from engine.backends.kvm.ioctl import (
     KVM_CAP_SYNC_REGS,
@@ -89,8 +89,10 @@ def ensure_kick_handler() -> None:
         _handler_installed = True
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Mmio:
+class Mmio(NamedTuple):
+    """kvm_run.mmio as read after the exit (a tuple: built once per exit, on the vCPU's path
+    between KVM_RUN returning and re-entering)."""
+
     phys_addr: int
     data: bytes
     len: int
@@ -294,12 +296,12 @@ class KvmVcpu:
 
     def mmio(self) -> Mmio:
         phys, data, length, is_write = RUN_MMIO.unpack_from(self.page, RUN_UNION)
-        return Mmio(phys, bytes(data), length, bool(is_write))
+        return Mmio(phys, data, length, is_write != 0)
 
     def complete_mmio_read(self, data: bytes) -> None:
         """The value of a KVM_EXIT_MMIO read; KVM hands it to the guest on the next KVM_RUN."""
-        page = self.page
-        page[RUN_MMIO_DATA : RUN_MMIO_DATA + 8] = data[:8].ljust(8, b"\0")
+        n = min(len(data), 8)
+        self.page[RUN_MMIO_DATA : RUN_MMIO_DATA + n] = data[:n]
 
     def port_io(self) -> PortIo:
         page = self.page
