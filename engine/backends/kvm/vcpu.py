@@ -170,11 +170,11 @@ class KvmVcpu:
         sees the close and stays out of the kernel, or close() sees the thread and kicks it.
         """
         words = self._words
-        if words is None or self._closing:
+        if words is None:
             raise OSError(errno.EIO, f"{os.strerror(errno.EIO)}: vCPU {self.index} is closed")
         self._thread = get_ident()
         try:
-            if self.closed:  # close() began after the check above: stay out of the kernel
+            if self._closing:  # close() has begun: stay out of the kernel
                 return c.KVM_EXIT_INTR
             # fcntl.ioctl releases the GIL for the call and does not retry on EINTR.
             try:
@@ -190,15 +190,12 @@ class KvmVcpu:
             reason: int = words[_EXIT_REASON_WORD]
             return reason
         finally:
-            self._leave()
-
-    def _leave(self) -> None:
-        """Mark this thread out of run(). A kicker that read its ident may not have signalled
-        it yet: wait for that kicker to finish, so it never signals a thread that is gone."""
-        self._thread = None
-        if self._kicking:
-            with self._lock:
-                pass
+            self._thread = None
+            if self._kicking:
+                # A kicker read our ident and may not have signalled it yet: wait for it, so
+                # it never signals a thread that has gone.
+                with self._lock:
+                    pass
 
     def _signal_locked(self) -> None:
         """immediate_exit, then SIGUSR1 to the thread inside run(), if any (self._lock held)."""
@@ -208,7 +205,7 @@ class KvmVcpu:
                 self._page[RUN_IMMEDIATE_EXIT] = 1
             thread = self._thread
             if thread is not None:
-                # _leave() waits for _lock while _kicking is set: the thread is alive.
+                # run() waits for _lock while _kicking is set: the thread is alive.
                 signal.pthread_kill(thread, KICK_SIGNAL)
         finally:
             self._kicking = False
