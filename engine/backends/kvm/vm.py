@@ -35,6 +35,29 @@ from engine.model.host import Host
 from engine.model.region import MemoryRegion, check_slot_arg, make_region
 
 
+def pack_region(
+    slot: int, flags: int, guest_phys_addr: int, memory_size: int, userspace_addr: int
+) -> bytes:
+    """struct kvm_userspace_memory_region, or the error the model raises for the same
+    arguments (region.make_region())."""
+    if (
+        type(slot) is int
+        and type(flags) is int
+        and type(guest_phys_addr) is int
+        and type(memory_size) is int
+        and type(userspace_addr) is int
+    ):
+        # The common case: struct refuses exactly the values that do not fit their field.
+        # This call is on the update path (bench target kvm.slot_create_delete).
+        try:
+            return MEMORY_REGION.pack(slot, flags, guest_phys_addr, memory_size, userspace_addr)
+        except struct.error:
+            pass  # make_region() says which argument and why
+    return MEMORY_REGION.pack(
+        *make_region(slot, flags, guest_phys_addr, memory_size, userspace_addr)
+    )
+
+
 class GuestMemory:
     """An anonymous private mapping for guest RAM: ``addr`` is what a slot's userspace_addr
     points at. MAP_NORESERVE: large, mostly untouched areas cost no commit charge."""
@@ -185,50 +208,13 @@ class KvmVM:
         userspace_addr: int,
     ) -> None:
         """KVM_SET_USER_MEMORY_REGION."""
-        arg = self.pack_region(slot, flags, guest_phys_addr, memory_size, userspace_addr)
+        arg = pack_region(slot, flags, guest_phys_addr, memory_size, userspace_addr)
+        fd = self.vm_fd
+        if fd < 0:
+            self._vm()  # raises
         # A write-only struct: fcntl.ioctl passes a copy, which is all the kernel reads, and
         # costs less than the ctypes call (the request fits in fcntl's signed int).
-        fcntl.ioctl(self._vm(), KVM_SET_USER_MEMORY_REGION, arg)
-        self._accepted(slot, flags, guest_phys_addr, memory_size, userspace_addr)
-
-    def region_call(self, region: MemoryRegion) -> Callable[[], None]:
-        """set_user_memory_region(*region) checked and packed now, issued when the result is
-        called: a caller that stamps the syscall (clock.StampedCall) has only the call itself
-        between its stamp and the kernel."""
-        arg = self.pack_region(*region)
-
-        def issue() -> None:
-            fcntl.ioctl(self._vm(), KVM_SET_USER_MEMORY_REGION, arg)
-            self._accepted(*region)
-
-        return issue
-
-    @staticmethod
-    def pack_region(
-        slot: int, flags: int, guest_phys_addr: int, memory_size: int, userspace_addr: int
-    ) -> bytes:
-        """struct kvm_userspace_memory_region, or the error the model raises for the same
-        arguments (region.make_region())."""
-        if (
-            type(slot) is int
-            and type(flags) is int
-            and type(guest_phys_addr) is int
-            and type(memory_size) is int
-            and type(userspace_addr) is int
-        ):
-            # The common case: struct refuses exactly the values that do not fit their field.
-            # This call is on the update path (bench target kvm.slot_create_delete).
-            try:
-                return MEMORY_REGION.pack(slot, flags, guest_phys_addr, memory_size, userspace_addr)
-            except struct.error:
-                pass  # make_region() says which argument and why
-        return MEMORY_REGION.pack(
-            *make_region(slot, flags, guest_phys_addr, memory_size, userspace_addr)
-        )
-
-    def _accepted(
-        self, slot: int, flags: int, guest_phys_addr: int, memory_size: int, userspace_addr: int
-    ) -> None:
+        fcntl.ioctl(fd, KVM_SET_USER_MEMORY_REGION, arg)
         # Accepted, so it was a delete, or a create, move, flags-only change or no-op whose
         # result is exactly the region passed (size and uaddr cannot have changed).
         if memory_size == 0:
@@ -237,6 +223,21 @@ class KvmVM:
             self._slots[slot] = MemoryRegion(
                 slot, flags, guest_phys_addr, memory_size, userspace_addr
             )
+
+    def region_call(self, region: MemoryRegion) -> Callable[[], None]:
+        """set_user_memory_region(*region) checked and packed now, issued when the result is
+        called: a caller that stamps the syscall (clock.StampedCall) has only the call itself
+        between its stamp and the kernel."""
+        arg = pack_region(*region)
+
+        def issue() -> None:
+            fcntl.ioctl(self._vm(), KVM_SET_USER_MEMORY_REGION, arg)
+            if region.memory_size == 0:
+                del self._slots[region.slot]
+            else:
+                self._slots[region.slot] = region
+
+        return issue
 
     def get_dirty_log(self, slot: int) -> list[int]:
         """KVM_GET_DIRTY_LOG: page offsets from the slot base written since the last call."""
