@@ -2,10 +2,11 @@
 
 Run i of a hunt is seed first_seed + i, with the PCT perturbation derived from that seed
 (engine/sim/perturb.py): depth-1 change points spread over the steps (hand-overs to actors
-other than vCPUs) a plain run of the configuration makes, each preempting the actor it lands on for up to max_preempt_ns, and vCPU
-quanta jittered. The runs go out as sweep's units, on the same cluster; the hunt stops once it
-knows the lowest-numbered failing run (every run before it has finished), so the figure it
-reports does not depend on which worker was fastest.
+other than vCPUs) a plain run of the configuration makes, each preempting the actor it lands
+on for up to max_preempt_ns (by default the whole run), and vCPU quanta jittered. The runs go
+out as sweep's units, on the same cluster; the hunt stops once it knows the lowest-numbered
+failing run (every run before it has finished), so the figure it reports does not depend on
+which worker was fastest.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ class HuntPlan(msgspec.Struct, frozen=True, kw_only=True):
     perturb: bool = True
     depth: int = 5
     max_preempt_ns: int = 0
-    """0: five of the scenario's periods (the VMM's own time scale), long enough to hold a
-    DELETE's window open across a guest's slower rhythm, as an overloaded host does; but at
-    most a quarter of the run, so a preemption never swallows the updates it should stretch."""
+    """0: the run's duration. In PCT a thread dropped to the lowest priority runs again only
+    when every other thread is blocked, and vCPUs never block: the faithful preemption is
+    unbounded. A preemption drawn up to the whole run keeps that reach (a DELETE's window held
+    open across however slow the guest's rhythm is, as an overloaded host can do to a QEMU
+    thread) without knowing that rhythm, while short ones still reorder nearby steps."""
     jitter_ns: int = 100
     vcpus: int | None = None
     duration_ns: int | None = None
@@ -69,7 +72,7 @@ def calibrate(plan: HuntPlan) -> tuple[int, int, int]:
     done = max(out.summary.virtual_ns, 1)
     steps = out.sync_handoffs
     handoffs = steps if done >= duration else math.ceil(steps * duration / done)
-    preempt = plan.max_preempt_ns or min(5 * config.scenario.period_ns, duration // 4)
+    preempt = plan.max_preempt_ns or duration
     return max(handoffs, 1), out.actors, preempt
 
 

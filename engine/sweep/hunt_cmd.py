@@ -34,7 +34,7 @@ def add_hunt_parser(sub: Any, duration: Any) -> None:
         "--max-preempt",
         type=duration,
         default=0,
-        help="longest preemption at a change point (default: 5 periods, at most duration/4)",
+        help="longest preemption at a change point (default: the run's duration)",
     )
     p.add_argument("--jitter", type=duration, default=100, help="vCPU quantum jitter (100ns)")
     p.add_argument(

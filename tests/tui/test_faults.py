@@ -35,7 +35,7 @@ async def test_the_race_key_arms_the_race_at_once(app_factory: AppFactory) -> No
         await press(app, pilot, "r")
         assert not isinstance(app.screen, FaultForm)
         injects = [c for c in commands(app) if c.name == "inject"]
-        assert [c.args["fault"] for c in injects] == ["race"]
+        assert [c.args["fault"] for c in injects] == ["race=window=2ms"]
         assert "race" in [s.kind.name for s in session(app).injector.armed]
 
 
