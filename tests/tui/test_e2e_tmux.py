@@ -198,6 +198,11 @@ def test_the_demo_story(pane: Pane) -> None:
     pane.send(_command() + "; echo exit=$?", "Enter")
     pane.wait_for("RUNNING")
     assert "pam-shadow·legacy" in pane.capture()
+    # Five times the slow motion, as a presenter would: pam-shadow updates every ~200us.
+    pane.send("+")
+    pane.wait_for("x2e-5")
+    pane.send("+")
+    pane.wait_for("x5e-5")
     # Legacy survives at least three transactions on its own.
     _txn_seen(pane, 4)
     pane.send("r")
