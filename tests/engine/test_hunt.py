@@ -104,6 +104,20 @@ def test_hunt_finds_the_rare_legacy_crash_and_it_replays(rare: str, tmp_path: Pa
         assert execute(spec).summary.verdict == "ok"
 
 
+def test_hunt_finds_the_demo_crash_that_plain_seeds_miss() -> None:
+    """pam-shadow, the TUI's default, under legacy with no fault: seeds 1-20 all survive as
+    they are, while the hunt's perturbed runs of the same seeds crash within a few."""
+    plain = hunt(
+        HuntPlan(scenario="pam-shadow", strategy="legacy", budget=20, perturb=False), in_process
+    )
+    assert plain.found is None
+    assert plain.runs == 20
+    found = hunt(HuntPlan(scenario="pam-shadow", strategy="legacy", budget=20), in_process)
+    assert found.found is not None
+    assert found.verdict == "crashed"
+    assert found.runs <= 5
+
+
 def test_hunt_reports_none_with_its_bounds(rare: str) -> None:
     result = hunt(HuntPlan(scenario=rare, strategy="atomic-list", budget=6), in_process)
     assert result.found is None
