@@ -92,6 +92,34 @@ def test_close_kicks_a_vcpu_thread_out_of_kvm_run_and_releases_everything() -> N
         vcpu.run()
 
 
+def test_a_thread_leaving_kvm_run_waits_for_a_kicker_about_to_signal_it() -> None:
+    """run() takes no lock on the way in; on the way out it waits for a kicker that may hold
+    its thread's ident, so pthread_kill never targets a thread that has gone."""
+    with engine.open_vm(backend="kvm") as vm:
+        mem = vm.map_memory(0x10000)
+        vm.set_user_memory_region(0, 0, 0, 0x10000, mem.addr)
+        load_program(mem, 0, 0x1000, ["top:", "jmp top"])
+        vcpu = vm.create_vcpu()
+        vcpu.setup_flat_real_mode(0x1000)
+        vcpu.kick()  # immediate_exit: KVM_RUN comes straight back with EINTR
+        result: list[int] = []
+        thread = threading.Thread(target=lambda: result.append(vcpu.run()))
+        with vcpu._lock:  # a kicker between reading the ident and signalling it
+            vcpu._kicking = True
+            thread.start()
+            deadline = time.monotonic() + JOIN_S
+            # Back from the kernel (stamped) and marked out of run(): now it must wait.
+            while vcpu.returned_ns == 0 or vcpu.in_kvm_run:
+                assert time.monotonic() < deadline, "run() never returned from the kernel"
+                time.sleep(0.001)
+            thread.join(0.05)
+            assert thread.is_alive()
+            assert result == []
+            vcpu._kicking = False
+        thread.join(JOIN_S)
+        assert result == [c.KVM_EXIT_INTR]
+
+
 def _two_vcpu_zeros() -> None:
     with engine.open_vm(backend="kvm") as vm:
         vm.map_memory(0x10000)
