@@ -113,7 +113,9 @@ async def test_m_runs_the_traffic_so_far_on_the_model_and_b_returns_to_qemu(
         await _close_help(pilot, app)
         await pilot.press("r")  # the race key, as in any live session
         await settle(app, pilot)
-        assert [c.args for c in commands(app) if c.name == "inject"] == [{"fault": "race=window=2ms"}]
+        assert [c.args for c in commands(app) if c.name == "inject"] == [
+            {"fault": "race=window=2ms"}
+        ]
 
         # QEMU goes on while the model runs; the app keeps reading its trace.
         qemu.feed(len(qemu.lines))
