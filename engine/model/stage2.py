@@ -11,11 +11,16 @@ takes no SRCU lock: the hit is one dict lookup, which is what hardware makes it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from engine.model.constants import PAGE_SHIFT
+
+if TYPE_CHECKING:
+    from engine.model.cycles import Walks
 
 
 class Stage2:
-    __slots__ = ("mmio", "mmu_invalidate_seq", "pages", "version", "writable")
+    __slots__ = ("mmio", "mmu_invalidate_seq", "pages", "version", "walks", "writable")
 
     def __init__(self) -> None:
         self.pages: dict[int, int] = {}
@@ -27,6 +32,9 @@ class Stage2:
         # Bumped by every change to pages or writable: what a vCPU derived from them (a guest
         # loop's host addresses, engine/model/cycles.py) holds while it is unchanged.
         self.version = 0
+        # Guest loops found under these mappings (engine/model/cycles.py), by start rip, for
+        # every vCPU and KVM_RUN: each is checked against version and its code before reuse.
+        self.walks: Walks = {}
 
     def install(self, gfn: int, hva: int, writable: bool) -> None:
         """Map gfn to the page at host address hva."""

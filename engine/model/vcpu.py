@@ -20,7 +20,7 @@ from collections.abc import Generator
 
 from engine.events import Exit, Fault, SmmTransition, UdInjected
 from engine.model import constants as c
-from engine.model.cycles import Walks, run_cycles
+from engine.model.cycles import run_cycles
 from engine.model.guest import INSN_SIZE, Insn
 from engine.model.memslots import Memslot, MemslotSet
 from engine.model.vm import VM
@@ -133,10 +133,10 @@ class Vcpu:
         # its events carry the right timestamp.
         pending = 0
         # Guest loops found at backward-jump targets (engine/model/cycles.py).
-        walks: Walks = {}
+        walks = stage2.walks
         # An emulated guest (x86-pvm) runs inside KVM under kvm->srcu, dropping it every
         # EMULATED_SRCU_BATCH instructions; a hardware-run guest holds none (section < 0).
-        section = 0 if self.vm.host.rules.emulated else -1
+        section = 0 if self.vm.rules.emulated else -1
         while True:
             if section == 0:
                 if pending:
@@ -155,7 +155,7 @@ class Vcpu:
                     section = min(section, 0)
                     self._smm_changed(True)
                     stage2 = self.vm.stage2[self.as_id]
-                    pages, writable = stage2.pages, stage2.writable
+                    pages, writable, walks = stage2.pages, stage2.writable, stage2.walks
             if self.kick_requested:
                 self.kick_requested = False
                 self._emulator_section(False)
@@ -234,7 +234,7 @@ class Vcpu:
                     section = min(section, 0)
                     self._smm_changed(False)
                     stage2 = self.vm.stage2[self.as_id]
-                    pages, writable = stage2.pages, stage2.writable
+                    pages, writable, walks = stage2.pages, stage2.writable, stage2.walks
             elif op == "halt":
                 self.rip = rip + INSN_SIZE
                 self._emulator_section(False)
@@ -304,7 +304,7 @@ class Vcpu:
     def _page_fault(self, gpa: int, access: str, insn: Insn | None) -> Handler:
         vm, t = self.vm, self.vm.timing
         # An emulated guest never leaves KVM for this: the emulator looks the gfn up itself.
-        emulated = vm.host.rules.emulated
+        emulated = vm.rules.emulated
         self.state = "fault"
         idx = self.srcu_idx = vm.srcu.read_lock(self.name)
         yield 0 if emulated else t.vmexit_ns
@@ -319,7 +319,7 @@ class Vcpu:
         else:
             slot = self._gfn_to_memslot(slots, gfn)
         slot_id = -1 if slot is None else slot.id
-        rules = vm.host.rules
+        rules = vm.rules
         if slot is not None and slot.invalid:
             if rules.invalid_retry:
                 return (yield from self._resume(idx, gpa, access, "retry", slot_id, gen))
@@ -367,7 +367,7 @@ class Vcpu:
         """Finish handling in the kernel and re-enter the guest."""
         self._fault_event(gpa, access, outcome, slot, gen)
         yield from self._leave_kernel(idx)
-        if not self.vm.host.rules.emulated:
+        if not self.vm.rules.emulated:
             yield self.vm.timing.vmentry_ns
         self.state = "guest"
         return None
@@ -395,7 +395,7 @@ class Vcpu:
         """The instruction at gpa cannot be fetched (no slot, or an INVALID one)."""
         vm = self.vm
         access = "fetch"
-        if vm.host.rules.fetch_fault == "pabt_injected":
+        if vm.rules.fetch_fault == "pabt_injected":
             # arm64 kvm_handle_guest_abort(): an instruction abort outside any memslot
             # injects a prefetch abort (kvm_inject_pabt()) and resumes the guest.
             return (yield from self._inject(idx, gpa, gen, "pabt_injected", "PABT"))
@@ -442,7 +442,7 @@ class Vcpu:
     ) -> Handler:
         vm = self.vm
         yield vm.timing.emulate_ns
-        if vm.host.rules.mmio_fetch:
+        if vm.rules.mmio_fetch:
             # x86_emulate_instruction() with no instruction bytes from the exit (VMX) fetches
             # them: kvm_fetch_guest_virt() -> kvm_vcpu_read_guest_page(), whose memslot lookup
             # dereferences the set again and sees INVALID as no slot.
@@ -525,11 +525,12 @@ class Vcpu:
 
     def _exit(self, exit: VcpuExit) -> VcpuExit:
         self.state = "userspace"
-        self.exits[exit.name] += 1
+        name = exit.name
+        self.exits[name] += 1
         self.vm.bus.emit(
             Exit(
                 vcpu=self.index,
-                reason=exit.name,
+                reason=name,
                 rip=exit.rip,
                 phys_addr=exit.phys_addr,
                 len=exit.len,

@@ -99,6 +99,8 @@ class VM:
         self, host: Host | None = None, bus: EventBus | None = None, timing: Timing | None = None
     ) -> None:
         self.host = host or Host()
+        # The profile's rules, read on every fault (host is frozen; the property looks up).
+        self.rules = self.host.rules
         self.bus = bus or EventBus()
         self.timing = timing or Timing()
         self.srcu = Srcu(self.bus)
@@ -201,7 +203,7 @@ class VM:
 
     def srcu_dereference(self, reader: str, as_id: int) -> MemslotSet:
         """srcu_dereference(kvm->memslots[as_id]): remember what the reader now holds."""
-        slots = self.active(as_id)
+        slots = self._sets[as_id][self._active[as_id]]  # active(), inlined: every fault
         held = self.srcu.holders.get(reader)
         self.readers.dereference(reader, as_id, slots, -1 if held is None else held[0])
         return slots

@@ -204,19 +204,19 @@ class Sequencer:
         self._push(t, actor)
         await self._pass_baton(actor)
 
-    def advance(self, actor: Actor, ns: int) -> bool:
-        """sleep()'s common case without building a coroutine: when the run is flat out and
-        the actor keeps the baton, count the call, move the clock and answer True. Otherwise
-        change nothing and answer False; the caller then awaits sleep(actor, ns), which
-        decides the same way."""
+    def step(self, actor: Actor, ns: int) -> Awaitable[None] | None:
+        """sleep() for the hottest callers, without a coroutine when none is needed: None
+        when the run is flat out and the actor keeps the baton (the clock moved), else the
+        awaitable that sleep() would have awaited. Same decisions, same call count."""
         if self.pacing.live:
-            return False
-        t = self.bus.now + ns
-        if not self._keeps_baton(actor, t, self.calls + 1):
-            return False
+            return self.sleep(actor, ns)
         self.calls += 1
-        self.bus.now = t
-        return True
+        t = self.bus.now + ns
+        if self._keeps_baton(actor, t):
+            self.bus.now = t
+            return None
+        self._push(t, actor)
+        return self._pass_baton(actor)
 
     def horizon(self, actor: Actor) -> int:
         """How far past now a vCPU may advance and still keep the baton (see above).
@@ -235,13 +235,12 @@ class Sequencer:
         limit -= self.bus.now + 1
         return limit if limit > 0 else 0
 
-    def _keeps_baton(self, actor: Actor, t: int, call: int = -1) -> bool:
-        """Whether an actor sleeping to t would be popped again at once. call: the number
-        the sleep call has (self.calls once sleep() counted it)."""
+    def _keeps_baton(self, actor: Actor, t: int) -> bool:
+        """Whether an actor sleeping to t would be popped again at once."""
         if t > self.end_ns or self._commands:
             return False
         scheduled = self._scheduled
-        if scheduled and scheduled[0][0] == (self.calls if call < 0 else call):
+        if scheduled and scheduled[0][0] == self.calls:
             return False
         strict = self._strict
         if strict and t >= strict[0][0]:

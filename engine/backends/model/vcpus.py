@@ -69,14 +69,14 @@ class VcpuRunner:
     async def _run(self, run: Generator[int, None, VcpuExit]) -> VcpuExit:
         """One KVM_RUN: the vCPU advances up to the sequencer's horizon between sleeps."""
         seq, actor, vcpu = self.control.seq, self.actor, self.vcpu
-        horizon, advance = seq.horizon, seq.advance
+        horizon, step = seq.horizon, seq.step
         try:
             while True:
                 vcpu.horizon_ns = horizon(actor)
-                ns = next(run)
-                # Most steps keep the baton: advance() takes those without a coroutine.
-                if not advance(actor, ns):
-                    await seq.sleep(actor, ns)
+                # seq.sleep(), minus the coroutine when the vCPU keeps the baton.
+                handover = step(actor, next(run))
+                if handover is not None:
+                    await handover
         except StopIteration as stop:
             result: VcpuExit = stop.value
             return result
