@@ -9,13 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.pilot import Pilot
+import textual.app
+import textual.pilot
+from textual.driver import Driver
 from textual.widgets import Input
 
 from tui.app import SlotlabApp
 from tui.options import LaunchOptions
 
-from .quiesce import counted_pause
+from .quiesce import post_now, until_quiet
 
 
 @pytest.fixture(autouse=True)
@@ -33,8 +35,11 @@ def sessions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(autouse=True)
 def pause_until_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`pilot.pause()` waits for the screen to be drawn, however loaded the machine is."""
-    monkeypatch.setattr(Pilot, "pause", counted_pause)
+    """`pilot.pause()` and every key wait for the app to handle what is pending and draw it,
+    however loaded the machine is, and not a moment longer."""
+    monkeypatch.setattr(textual.app, "wait_for_idle", until_quiet)
+    monkeypatch.setattr(textual.pilot, "wait_for_idle", until_quiet)
+    monkeypatch.setattr(Driver, "send_message", post_now)
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ the trace file as if QEMU were writing it, so no QEMU is needed."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 from pathlib import Path
 
@@ -11,11 +12,13 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Static
 
+import tui.qemu_watch
 from engine.importers import read_trace
 from engine.importers.live import QemuProcess
 from engine.scenarios import load_scenario
 from tests.engine.helpers import ROOT
 from tests.tui.helpers import commands, screen_text, settle
+from tui.options import LaunchOptions
 from tui.qemu_watch import QemuWatchApp
 from tui.screens.help import HelpScreen
 from tui.screens.live import LiveScreen
@@ -74,8 +77,13 @@ async def _close_help(pilot: Pilot[int], app: QemuWatchApp) -> None:
 
 @pytest.mark.asyncio
 async def test_m_runs_the_traffic_so_far_on_the_model_and_b_returns_to_qemu(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The model starts paused: paced on the wall clock, it could crash and end before the
+    # test presses `r` on a slow enough machine.
+    monkeypatch.setattr(
+        tui.qemu_watch, "LaunchOptions", functools.partial(LaunchOptions, paused=True)
+    )
     qemu = RecordedQemu(tmp_path / "vm.qemu.log")
     qemu.feed(FIRST_LINES)
     so_far = read_trace(str(qemu.trace))
