@@ -1,11 +1,16 @@
-"""Helpers shared by the engine tests: the CLI in a fresh interpreter, one-line checks."""
+"""Helpers shared by the engine tests: the CLI in a fresh interpreter, one-line checks, a run
+ended by a signal."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+from engine.log import SessionLog, read_log
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,3 +40,39 @@ def one_line(text: str) -> str:
     lines = text.splitlines()
     assert len(lines) == 1, f"expected exactly one line, got {len(lines)}:\n{text}"
     return lines[0]
+
+
+def interrupt_cli_run(
+    args: list[str], log: Path, signum: int, ready: Callable[[Path], bool], timeout: float
+) -> tuple[int, str, str]:
+    """`python -m engine.cli ARGS...` recording to ``log``, sent ``signum`` once ``ready(log)``
+    (the run is under way, however long that takes): (status, stdout, stderr)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", *args, "--log", str(log)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        while proc.poll() is None and not (log.exists() and ready(log)):
+            time.sleep(0.02)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out, err
+
+
+def assert_interrupted(result: tuple[int, str, str], status: int, log: Path) -> SessionLog:
+    """The run ended as a signal should end it: its status, one line on stderr, and a log
+    whose verdict line says `interrupted` with the counters of exactly the events logged."""
+    code, out, err = result
+    assert code == status, err
+    assert err == "slotlab: interrupted\n"
+    assert out == ""
+    recorded = read_log(log)
+    assert recorded.verdict is not None
+    assert recorded.verdict.verdict == "interrupted"
+    assert recorded.verdict.summary.events == len(recorded.event_lines) > 0
+    return recorded

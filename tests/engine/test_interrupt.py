@@ -8,10 +8,7 @@ uninterrupted run's, nothing invented by clean-up code), and a signal ends it wi
 from __future__ import annotations
 
 import functools
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +21,7 @@ from engine.log import encode_event, read_log
 from engine.runner import make_config, verify_log
 from engine.session import Session
 
-from .helpers import ROOT, run_cli
+from .helpers import assert_interrupted, interrupt_cli_run, run_cli
 
 # Short runs that cover an update in flight: inhibit's pause of every vCPU (the clean-up that
 # once emitted an `inhibit end` the run never reached), the race, an SRCU grace period.
@@ -128,29 +125,14 @@ def test_a_signal_stops_slotlab_run_cleanly(
     signum: signal.Signals, status: int, tmp_path: Path
 ) -> None:
     path = tmp_path / "run.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "run", "--scenario", "split", "--strategy",
-         "inhibit", "--duration", "100s", "--log", str(path)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        # Signal once the run is under way (its log has events): however long that takes.
-        while proc.poll() is None and not (path.exists() and path.stat().st_size > 20_000):
-            trio.run(trio.sleep, 0.02)
-        proc.send_signal(signum)
-        out, err = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == status, err
-    assert err == "slotlab: interrupted\n"
-    assert out == ""
-    log = read_log(path)
-    assert log.verdict is not None
-    assert log.verdict.verdict == "interrupted"
-    assert log.verdict.summary.events == len(log.event_lines) > 0
+    result = interrupt_cli_run(
+        ["run", "--scenario", "split", "--strategy", "inhibit", "--duration", "100s"],
+        path,
+        signum,
+        ready=lambda log: log.stat().st_size > 20_000,  # its log has events
+        timeout=600,
+    )
+    assert_interrupted(result, status, path)
     verified = run_cli("replay", str(path), "--verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "up to the interruption" in verified.stdout

@@ -6,8 +6,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,9 +15,9 @@ import trio
 
 import engine
 from engine.backends.kvm.session import KvmSession
-from engine.log import read_log
 from engine.model import constants as c
 from engine.runner import make_config
+from tests.engine.helpers import assert_interrupted, interrupt_cli_run
 from tests.kvm.helpers import JOIN_S, load_program, raises_errno, run_to_exit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -221,27 +219,14 @@ def test_a_session_interrupted_mid_run_closes_its_vm() -> None:
 def test_a_signal_stops_slotlab_run_on_kvm_cleanly(
     signum: signal.Signals, status: int, tmp_path: Path
 ) -> None:
-    env = {**os.environ, "PYTHONPATH": ROOT}
     log = tmp_path / "kvm.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "run", "--backend", "kvm", "--scenario", "split",
-         "--strategy", "inhibit", "--duration", "600s", "--log", str(log)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
+    result = interrupt_cli_run(
+        ["run", "--backend", "kvm", "--scenario", "split", "--strategy", "inhibit",
+         "--duration", "600s"],
+        log,
+        signum,
         # Once events reach the log (the header is flushed first, events within 100 ms).
-        while proc.poll() is None and not (log.exists() and log.read_bytes().count(b"\n") > 3):
-            time.sleep(0.05)
-        proc.send_signal(signum)
-        out, err = proc.communicate(timeout=JOIN_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == status, err
-    assert err == "slotlab: interrupted\n"
-    assert out == ""
-    recorded = read_log(log)
-    assert recorded.verdict is not None
-    assert recorded.verdict.verdict == "interrupted"
-    assert recorded.verdict.summary.events == len(recorded.event_lines)
+        ready=lambda path: path.read_bytes().count(b"\n") > 3,
+        timeout=JOIN_S,
+    )  # fmt: skip
+    assert_interrupted(result, status, log)
