@@ -1,8 +1,8 @@
 """`slotlab compare`: every strategy on the same seeds, side by side.
 
 Each (strategy, seed) is one headless run with no log. Runs are independent and CPU-bound, so
-they go to worker processes (trio-parallel, at most ``jobs`` at once); with one job they run in
-this process, in order. `compare --scenario all` shares one pool among every scenario's runs.
+they go to worker processes (engine/procpool.py, at most ``jobs`` at once); with one job they run
+in this process, in order. `compare --scenario all` shares one pool among every scenario's runs.
 Every run is deterministic and the rows are assembled in (strategy, seed) order, so the matrix
 does not depend on how many workers computed it, or in which order they finished.
 
@@ -13,8 +13,6 @@ runs it. The command that renders it is engine/compare_cmd.py.
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import trio
 
 from engine.matrix import (
     LEGEND,
@@ -27,6 +25,7 @@ from engine.matrix import (
     run_one,
 )
 from engine.matrix import row_from_summary as row_from_summary
+from engine.procpool import JobFailed, run_all
 from engine.runner import make_config
 from engine.vmm.strategies import get_strategy
 
@@ -63,8 +62,8 @@ def compare_matrix(
     run: RunOne = run_one,
 ) -> list[MatrixRow]:
     """Run every (strategy, seed) for seeds 1..seeds and return one row per strategy, in the
-    order given. Raises ValueError for bad input before any run starts. Synchronous: it runs
-    trio itself, so call it from a thread when inside a trio or asyncio loop."""
+    order given. Raises ValueError for bad input before any run starts. Synchronous (every run
+    calls trio.run), so call it from a thread when inside a trio or asyncio loop."""
     each = None if progress is None else (lambda _scenario, done, total: progress(done, total))
     return compare_matrices([scenario], strategies, seeds, jobs, faults, each, duration_ns, run)[
         scenario
@@ -106,7 +105,7 @@ def compare_matrices(
     if jobs == 1 or len(keys) == 1:
         results = _run_serial(run, keys, call, finished)
     else:
-        results = trio.run(_run_parallel, run, keys, call, jobs, finished)
+        results = _run_parallel(run, keys, call, jobs, finished)
     return {
         sc: [
             aggregate(st, [results[(sc, st, seed)] for seed in range(1, seeds + 1)])
@@ -121,11 +120,11 @@ RunArgs = tuple[tuple[str, ...], int | None]  # faults, duration
 Finished = Callable[[RunKey], None]
 
 
-def _failed(key: RunKey, args: RunArgs, err: BaseException) -> CompareRunError:
+def _failed(key: RunKey, args: RunArgs, description: str) -> CompareRunError:
     (scenario, strategy, seed), faults = key, args[0]
     flags = "".join(f" --fault {f}" for f in faults)
     return CompareRunError(
-        f"{scenario}/{strategy} seed {seed} failed: {type(err).__name__}: {err} "
+        f"{scenario}/{strategy} seed {seed} failed: {description} "
         f"(reproduce: slotlab run --scenario {scenario} --strategy {strategy} --seed {seed}{flags})"
     )
 
@@ -138,41 +137,27 @@ def _run_serial(
         try:
             results[key] = run(*key, *args)
         except Exception as err:
-            raise _failed(key, args, err) from err
+            raise _failed(key, args, f"{type(err).__name__}: {err}") from err
         finished(key)
     return results
 
 
-async def _run_parallel(
+def _run_parallel(
     run: RunOne, keys: list[RunKey], args: RunArgs, jobs: int, finished: Finished
 ) -> dict[RunKey, RunRow]:
-    """Every run in a trio-parallel worker process, at most jobs at once. This process only
-    hands runs out and collects results (a thread of its own running sims as well was
-    measured: it wins nothing, since handing out work then waits on the GIL)."""
-    import trio_parallel
-
+    """Every run in a worker process (engine/procpool.py), at most jobs at once. This process
+    only hands batches of runs out and collects results (a thread of its own running sims as
+    well was measured: it wins nothing, since handing out work then waits on the GIL)."""
     results: dict[RunKey, RunRow] = {}
-    failure: list[CompareRunError] = []
-    limiter = trio.CapacityLimiter(jobs)
 
-    async with trio_parallel.open_worker_context() as ctx:
+    def arrived(index: int, row: RunRow) -> None:
+        results[keys[index]] = row
+        finished(keys[index])
 
-        async def one(key: RunKey, cancel: trio.CancelScope) -> None:
-            try:
-                result = await ctx.run_sync(run, *key, *args, kill_on_cancel=True, limiter=limiter)
-            except Exception as err:
-                if not failure:
-                    failure.append(_failed(key, args, err))
-                cancel.cancel()
-                return
-            results[key] = result
-            finished(key)
-
-        async with trio.open_nursery() as nursery:
-            for key in keys:
-                nursery.start_soon(one, key, nursery.cancel_scope)
-    if failure:
-        raise failure[0]
+    try:
+        run_all(run, keys, args, jobs, arrived)
+    except JobFailed as err:
+        raise _failed(keys[err.index], args, err.description) from err
     return results
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import msgspec
 
@@ -56,7 +57,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         console=progress_console,
         transient=True,
         disable=not progress_console.is_terminal,
+        # No refresh thread: the workers are forked only from a single-threaded process
+        # (engine/procpool.py), so the bar is redrawn as runs finish, at most 10 times a second.
+        auto_refresh=False,
     )
+    drawn = [0.0]
     with bar:
         tasks = {
             name: bar.add_task(f"{name} ({args.jobs} job{'s' if args.jobs != 1 else ''})")
@@ -64,7 +69,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         }
 
         def advance(name: str, done: int, total: int) -> None:
-            bar.update(tasks[name], completed=done, total=total)
+            now = time.monotonic()
+            redraw = now - drawn[0] >= 0.1 or done == total
+            if redraw:
+                drawn[0] = now
+            bar.update(tasks[name], completed=done, total=total, refresh=redraw)
 
         matrices = compare_matrices(
             names, strategies, args.seeds, args.jobs, args.fault, advance, args.duration

@@ -1,7 +1,7 @@
 """The unit of work of compare, sweep and hunt: a pure (config, seed) -> summary + log digest.
 
 A RunSpec names everything a run depends on, in plain data that pickles cheaply to a Dask
-worker or a trio-parallel process. execute() runs it headless with the log recorded into
+worker or a compare worker process. execute() runs it headless with the log recorded into
 memory, not a file: the digest (SHA-256 of the whole log) says whether two runs were the same
 run, and the bytes are only returned when the caller wants to keep them. They are the bytes
 `slotlab run --log` writes for the same run.

@@ -148,7 +148,8 @@ def no_resource_tracker() -> None:
 @pytest.mark.asyncio
 @pytest.mark.usefixtures("no_resource_tracker")
 async def test_compare_with_the_engine_in_two_worker_processes(app_factory: AppFactory) -> None:
-    """The real compare_matrix with 2 jobs: its runs go to spawned worker processes, which
+    """The real compare_matrix with 2 jobs, from the TUI's worker thread: its runs go to
+    processes forked by a forkserver (never forked from this multi-threaded process), which
     must start although Textual has replaced sys.stderr with an object whose fileno is -1."""
     calls: list[int] = []
 
