@@ -88,10 +88,11 @@ class Srcu:
         return [reader for reader, (held, _) in self.holders.items() if held == idx]
 
     def read_lock(self, reader: str) -> int:
+        bus = self.bus
         idx = self.srcu_idx & 1
         self.lock_count[idx] += 1
-        self.holders[reader] = (idx, self.bus.now)
-        self.bus.emit(SrcuLock(reader=reader, idx=idx))
+        self.holders[reader] = (idx, bus.now)
+        bus.emit(SrcuLock(reader=reader, idx=idx))
         return idx
 
     def read_unlock(self, reader: str, idx: int) -> None:
@@ -103,8 +104,10 @@ class Srcu:
                 SrcuUnlockMismatch(reader=reader, held_idx=-1 if held is None else held[0], idx=idx)
             )
         self.unlock_count[idx] += 1
-        since = self.bus.now if held is None else held[1]
-        self.bus.emit(SrcuUnlock(reader=reader, idx=idx, held_ns=self.bus.now - since))
+        now = self.bus.now
+        self.bus.emit(
+            SrcuUnlock(reader=reader, idx=idx, held_ns=0 if held is None else now - held[1])
+        )
 
     def start_gp(self, expedited: bool = True) -> GracePeriod:
         if self.gp is not None:

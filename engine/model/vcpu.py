@@ -116,10 +116,14 @@ class Vcpu:
         t = self.vm.timing
         if self.immediate_exit:
             return self._exit(VcpuExit(c.KVM_EXIT_INTR, self.rip))
-        if self._pending is not None:
-            result = yield from self._complete_mmio(self._pending)
-            if result is not None:
-                return result
+        pending_mmio = self._pending
+        if pending_mmio is not None:
+            if pending_mmio.is_write or pending_mmio.insn.op == "load":
+                self._complete_access(pending_mmio)  # no kernel work: no generator either
+            else:
+                result = yield from self._complete_mmio(pending_mmio)
+                if result is not None:
+                    return result
         self.state = "guest"
         insn_ns = t.insn_ns
         stage2 = self.vm.stage2[self.as_id]
@@ -152,7 +156,8 @@ class Vcpu:
                         yield pending
                         pending = 0
                     self._emulator_section(False)
-                    section = min(section, 0)
+                    if section > 0:  # min(section, 0) without the builtin's keyword parsing
+                        section = 0
                     self._smm_changed(True)
                     stage2 = self.vm.stage2[self.as_id]
                     pages, writable, walks = stage2.pages, stage2.writable, stage2.walks
@@ -166,7 +171,8 @@ class Vcpu:
                     yield pending
                     pending = 0
                 self._emulator_section(False)
-                section = min(section, 0)
+                if section > 0:
+                    section = 0
                 yield from self._stalled_exit()
                 continue
             rip = self.rip
@@ -176,7 +182,8 @@ class Vcpu:
                     yield pending
                     pending = 0
                 self._emulator_section(False)
-                section = min(section, 0)
+                if section > 0:
+                    section = 0
                 result = yield from self._page_fault(rip, "fetch", None)
                 if result is not None:
                     return result
@@ -202,7 +209,8 @@ class Vcpu:
                         yield pending
                         pending = 0
                     self._emulator_section(False)
-                    section = min(section, 0)
+                    if section > 0:
+                        section = 0
                     access = "write" if op == "store" or dspte is not None else "read"
                     result = yield from self._page_fault(gpa, access, insn)
                     if result is not None:
@@ -231,7 +239,8 @@ class Vcpu:
                         yield pending
                         pending = 0
                     self._emulator_section(False)
-                    section = min(section, 0)
+                    if section > 0:
+                        section = 0
                     self._smm_changed(False)
                     stage2 = self.vm.stage2[self.as_id]
                     pages, writable, walks = stage2.pages, stage2.writable, stage2.walks
@@ -366,7 +375,10 @@ class Vcpu:
     ) -> Handler:
         """Finish handling in the kernel and re-enter the guest."""
         self._fault_event(gpa, access, outcome, slot, gen)
-        yield from self._leave_kernel(idx)
+        if self.stall_ns:
+            yield from self._leave_kernel(idx)
+        else:
+            self._unlock(idx)
         if not self.vm.rules.emulated:
             yield self.vm.timing.vmentry_ns
         self.state = "guest"
@@ -377,17 +389,23 @@ class Vcpu:
             stall, self.stall_ns = self.stall_ns, 0
             self.state = "stalled"
             yield stall
+        self._unlock(idx)
+
+    def _unlock(self, idx: int) -> None:
+        """_leave_kernel() with no stall pending: nothing to yield."""
         self.vm.srcu_read_unlock(self.name, idx)
         self.srcu_idx = -1
 
     def _emulate_noslot(
         self, idx: int, gpa: int, access: str, insn: Insn | None, gen: int
     ) -> Handler:
+        # Not a generator itself: the handler it picks runs one level closer to kvm_run().
         if access != "fetch":
             assert insn is not None
-            return (
-                yield from self._emulate_mmio(idx, gpa, insn, access == "write", "mmio", -1, gen)
-            )
+            return self._emulate_mmio(idx, gpa, insn, access == "write", "mmio", -1, gen)
+        return self._fetch_noslot(idx, gpa, gen)
+
+    def _fetch_noslot(self, idx: int, gpa: int, gen: int) -> Handler:
         yield self.vm.timing.emulate_ns
         return (yield from self._fetch_failed(idx, gpa, gen))
 
@@ -454,7 +472,10 @@ class Vcpu:
         if is_write:
             data = self.acc if insn.op == "store" else _word(self._read_ram(gpa)) + 1
         self._pending = _PendingMmio(insn, gpa, is_write)
-        yield from self._leave_kernel(idx)
+        if self.stall_ns:
+            yield from self._leave_kernel(idx)
+        else:
+            self._unlock(idx)
         return self._exit(
             VcpuExit(c.KVM_EXIT_MMIO, self.rip, phys_addr=gpa, len=8, is_write=is_write, data=data)
         )
@@ -463,18 +484,21 @@ class Vcpu:
         hva = self.vm.gpa_to_hva(gpa, self.as_id)
         return None if hva is None else self.vm.memory.get(hva)
 
+    def _complete_access(self, pending: _PendingMmio) -> None:
+        """complete_emulated_mmio() for a load or a store: the access userspace handled
+        is the whole instruction."""
+        self._pending = None
+        if not pending.is_write:
+            self.acc = self.mmio_data
+        self.rip += INSN_SIZE
+        self.instructions += 1
+
     def _complete_mmio(self, pending: _PendingMmio) -> Handler:
-        """complete_emulated_mmio(): finish the access userspace handled."""
+        """complete_emulated_mmio() for an inc: the read came back from userspace; the
+        emulator now writes value + 1, which lands in RAM if a slot appeared meanwhile, or
+        becomes an MMIO write exit."""
         self._pending = None
         insn = pending.insn
-        if pending.is_write or insn.op == "load":
-            if not pending.is_write:
-                self.acc = self.mmio_data
-            self.rip += INSN_SIZE
-            self.instructions += 1
-            return None
-        # inc: the read came back from userspace; the emulator now writes value + 1, which
-        # lands in RAM if a slot appeared meanwhile, or becomes an MMIO write exit.
         vm = self.vm
         idx = vm.srcu.read_lock(self.name)
         slots = vm.srcu_dereference(self.name, self.as_id)

@@ -64,12 +64,15 @@ class ModelKernel:
 
     async def drive(self, steps: Generator[Step, None, None]) -> None:
         """Run a model update: time costs become sleeps, SYNCHRONIZE waits for the worker."""
+        seq, actor = self.seq, self.actor
         for step in steps:
             if step is SYNCHRONIZE:
-                await self.gp.synchronize(self.actor)
+                await self.gp.synchronize(actor)
             else:
                 assert isinstance(step, int)
-                await self.seq.sleep(self.actor, step)
+                handover = seq.step(actor, step)  # seq.sleep(), no coroutine if it keeps
+                if handover is not None:
+                    await handover
 
     def ioctl_now(self, region: MemoryRegion) -> None:
         vm = self.vm

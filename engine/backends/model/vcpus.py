@@ -3,7 +3,7 @@ way QEMU's vCPU thread handles it, and the VMM's handle on them (VcpuControl).""
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from engine.core.config import actor_rng
@@ -36,14 +36,25 @@ class VcpuRunner:
             self.vcpu.kick_requested = True
 
     async def body(self) -> None:
-        ctl, vmm, vcpu = self.control, self.vmm, self.vcpu
+        ctl, vmm, vcpu, actor = self.control, self.vmm, self.vcpu, self.actor
         seq, t = ctl.seq, vcpu.vm.timing
-        await seq.sleep(self.actor, self.rng.randrange(0, 2_000))
+        horizon, step = seq.horizon, seq.step
+        await seq.sleep(actor, self.rng.randrange(0, 2_000))
         while True:
             if vmm.inhibited:
                 await self._blocked()
             self.out_of_kvm_run = False
-            exit = await self._run(vcpu.kvm_run())
+            # One KVM_RUN: the vCPU advances up to the sequencer's horizon between sleeps
+            # (seq.sleep(), minus the coroutine when the vCPU keeps the baton).
+            run = vcpu.kvm_run()
+            try:
+                while True:
+                    vcpu.horizon_ns = horizon(actor)
+                    handover = step(actor, next(run))
+                    if handover is not None:
+                        await handover
+            except StopIteration as stop:
+                exit: VcpuExit = stop.value
             self.out_of_kvm_run = True
             if vmm.inhibited:
                 ctl.vcpu_out()
@@ -59,27 +70,14 @@ class VcpuRunner:
                     )
                     if not exit.is_write:
                         vcpu.mmio_data = data
-                await seq.sleep(self.actor, t.userspace_exit_ns)
+                handover = step(actor, t.userspace_exit_ns)
+                if handover is not None:
+                    await handover
             elif exit.reason == c.KVM_EXIT_INTR:
                 vcpu.kick_requested = False
             else:
                 self._final(exit)
                 return
-
-    async def _run(self, run: Generator[int, None, VcpuExit]) -> VcpuExit:
-        """One KVM_RUN: the vCPU advances up to the sequencer's horizon between sleeps."""
-        seq, actor, vcpu = self.control.seq, self.actor, self.vcpu
-        horizon, step = seq.horizon, seq.step
-        try:
-            while True:
-                vcpu.horizon_ns = horizon(actor)
-                # seq.sleep(), minus the coroutine when the vCPU keeps the baton.
-                handover = step(actor, next(run))
-                if handover is not None:
-                    await handover
-        except StopIteration as stop:
-            result: VcpuExit = stop.value
-            return result
 
     def _final(self, exit: VcpuExit) -> None:
         vcpu = self.vcpu
