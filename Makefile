@@ -26,9 +26,10 @@ lint: setup
 test: lint
 	$(BIN)/pytest -n 2 -q
 
-# The model and the engine without the tests marked slow: the loop to run while editing them.
+# The model and the engine without the tests marked slow or heavy (whole seed matrices, a Dask
+# cluster, 40,000-line inputs): the loop to run while editing them. `make test` runs it all.
 test-fast: setup
-	$(BIN)/pytest -n 2 -q -m "not slow" tests/model tests/engine
+	$(BIN)/pytest -n 2 -q -m "not slow and not heavy" tests/model tests/engine
 
 # The TUI's key storms (2,000 keys x 10 seeds x 2 sizes, 10,000 keys) take a quarter of an hour
 # more: SLOTLAB_SLOW=1 make test-slow runs them too.

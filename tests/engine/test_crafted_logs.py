@@ -113,6 +113,7 @@ def test_a_crlf_log_verifies_and_checks(good: list[bytes], tmp_path: Path) -> No
     assert verdict.verdict == log.verdict.verdict
 
 
+@pytest.mark.heavy
 def test_check_streams_in_bounded_memory(good: list[bytes], tmp_path: Path) -> None:
     """Twenty thousand copies of the run's events (about 3 MB): check holds one line at a
     time, so its peak allocation stays far below the log's size."""

@@ -104,6 +104,7 @@ def test_hunt_finds_the_rare_legacy_crash_and_it_replays(rare: str, tmp_path: Pa
         assert execute(spec).summary.verdict == "ok"
 
 
+@pytest.mark.heavy
 def test_hunt_finds_the_demo_crash_that_plain_seeds_miss() -> None:
     """pam-shadow, the TUI's default, under legacy with no fault: seeds 1-20 all survive as
     they are, while the hunt's perturbed runs of the same seeds crash within a few."""
@@ -127,6 +128,7 @@ def test_hunt_reports_none_with_its_bounds(rare: str) -> None:
     assert 0 < result.miss_bound < 1
 
 
+@pytest.mark.heavy
 def test_hunt_command_on_a_local_cluster(
     rare: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -133,6 +133,7 @@ def test_invalid_utf8_names_the_line(capsys: pytest.CaptureFixture[str], tmp_pat
     assert f"{faults}:2: not UTF-8" in refused(capsys, "run", "--faults", str(faults))
 
 
+@pytest.mark.heavy
 def test_forty_thousand_regions_load_and_their_errors_name_the_line() -> None:
     """Correct at scale, counted (how fast is `slotlab bench --only load`'s)."""
     n = 40_000

@@ -69,6 +69,7 @@ def runs() -> dict[tuple[str, str], Recorder]:
     return {(sc, st): _run(sc, st) for sc in builtin_names() for st in STRATEGIES}
 
 
+@pytest.mark.heavy  # every built-in scenario x 3 strategies
 def test_t_never_decreases(runs: dict[tuple[str, str], Recorder]) -> None:
     for key, rec in runs.items():
         # In the order the log records them (a Violation precedes its cause there, with the
@@ -77,6 +78,7 @@ def test_t_never_decreases(runs: dict[tuple[str, str], Recorder]) -> None:
         assert ts == sorted(ts), key
 
 
+@pytest.mark.heavy  # every built-in scenario x 3 strategies
 def test_actor_t_is_the_actors_clock_where_it_differs(
     runs: dict[tuple[str, str], Recorder],
 ) -> None:
@@ -93,6 +95,7 @@ def test_actor_t_is_the_actors_clock_where_it_differs(
     assert behind > 0
 
 
+@pytest.mark.heavy  # every built-in scenario x 3 strategies
 def test_the_shown_clock_is_never_earlier_than_an_emitted_event(
     runs: dict[tuple[str, str], Recorder],
 ) -> None:
@@ -102,6 +105,7 @@ def test_the_shown_clock_is_never_earlier_than_an_emitted_event(
             assert shown == e.t, (key, e)
 
 
+@pytest.mark.heavy  # every built-in scenario x 3 strategies
 def test_every_phase_of_a_grace_period_has_its_number(
     runs: dict[tuple[str, str], Recorder],
 ) -> None:

@@ -19,6 +19,9 @@ from engine.session import Session
 from engine.summary import Summary
 from engine.vmm.strategies import STRATEGIES
 
+# Every claim on every seed: `make test` runs them, the `make test-fast` loop does not.
+pytestmark = pytest.mark.heavy
+
 SEEDS = 12
 # On x86-tdp (the default) with a guest that polls a device: the batches that publish INVALID
 # copies of the code slot are not safe, because MMIO emulation fetches its instruction through

@@ -27,6 +27,7 @@ def _sweep(out: Path, *extra: str) -> int:
     return main([*argv, "--workers", "2", "--chunk", "2", "--out", str(out), *extra])
 
 
+@pytest.mark.heavy
 def test_sweep_on_local_cluster_matches_compare(tmp_path: Path) -> None:
     out = tmp_path / "s.parquet"
     assert _sweep(out, "--keep", "failing") == 0
