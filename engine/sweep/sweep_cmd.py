@@ -122,6 +122,8 @@ def _sweep(
         TextColumn("[red]{task.fields[failures]} failing"),
         console=console,
         disable=not console.is_terminal,
+        # Redrawn 4 times a second, not 10: this process shares the cores with the workers.
+        refresh_per_second=4,
     )
     counts = {"failures": 0, "done": 0}
     started = time.perf_counter()

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dask
 import pytest
 
 from engine.cli import main
 from engine.compare import compare_matrix
 from engine.runner import verify_log
-from engine.sweep.cluster import run_chunk
+from engine.sweep.cluster import MAX_CHUNK, MIN_CHUNK, chunked, open_client, run_chunk
 from engine.sweep.store import read_rows
 from engine.sweep.sweep_cmd import matrices
 from engine.sweep.unit import RunSpec, execute
@@ -125,3 +126,24 @@ def test_summary_of_a_file_that_is_not_parquet(
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"slotlab: {bad}: not a readable Parquet file")
     assert "\n" not in err
+
+
+def test_guided_chunks_cover_every_spec_once_and_shrink_at_the_end() -> None:
+    specs = [RunSpec(scenario="split", strategy="legacy", seed=s) for s in range(1, 10_001)]
+    chunks = list(chunked(specs, 2, None))
+    assert [s for c in chunks for s in c] == specs
+    sizes = [len(c) for c in chunks]
+    assert sizes[0] == MAX_CHUNK
+    assert sizes == sorted(sizes, reverse=True)
+    assert min(sizes[:-1]) == MIN_CHUNK  # the last takes what is left
+    assert len(chunks) < 10_000 // 40  # Dask's cost per task is paid a few hundred times
+    assert [len(c) for c in chunked(specs[:7], 2, 3)] == [3, 3, 1]  # --chunk 3
+
+
+def _profiling() -> bool:
+    return bool(dask.config.get("distributed.worker.profile.enabled"))
+
+
+def test_local_cluster_workers_run_without_the_profiler() -> None:
+    with open_client(None, 1) as client:
+        assert set(client.run(_profiling).values()) == {False}
