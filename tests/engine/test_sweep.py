@@ -144,6 +144,7 @@ def _profiling() -> bool:
     return bool(dask.config.get("distributed.worker.profile.enabled"))
 
 
+@pytest.mark.heavy
 def test_local_cluster_workers_run_without_the_profiler() -> None:
     with open_client(None, 1) as client:
         assert set(client.run(_profiling).values()) == {False}
