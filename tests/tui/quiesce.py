@@ -57,6 +57,10 @@ async def until_quiet(min_sleep: float = 0, max_sleep: float = 0) -> None:
     pilot = Pilot(app)
     for _ in range(ROUNDS):
         await asyncio.sleep(0)
+        if app._resize_timer is not None:
+            # Textual lets a burst of resizes settle for 1/120 s of wall time before the
+            # screen hears of the last one: hand it over now, as that timer would.
+            app._check_resize()
         if _quiet(app):
             return
         await pilot._wait_for_screen()
