@@ -27,7 +27,8 @@ test: lint
 	$(BIN)/pytest -n 2 -q
 
 # The model and the engine without the tests marked slow or heavy (whole seed matrices, a Dask
-# cluster, 40,000-line inputs): the loop to run while editing them. `make test` runs it all.
+# cluster, 40,000-line inputs, a run per hash seed): the loop to run while editing them.
+# `make test` runs them all.
 test-fast: setup
 	$(BIN)/pytest -n 2 -q -m "not slow and not heavy" tests/model tests/engine
 
