@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -94,11 +95,7 @@ def test_a_thread_leaving_kvm_run_waits_for_a_kicker_about_to_signal_it() -> Non
     """run() takes no lock on the way in; on the way out it waits for a kicker that may hold
     its thread's ident, so pthread_kill never targets a thread that has gone."""
     with engine.open_vm(backend="kvm") as vm:
-        mem = vm.map_memory(0x10000)
-        vm.set_user_memory_region(0, 0, 0, 0x10000, mem.addr)
-        load_program(mem, 0, 0x1000, ["top:", "jmp top"])
-        vcpu = vm.create_vcpu()
-        vcpu.setup_flat_real_mode(0x1000)
+        vcpu = _spinning_vcpu(vm)
         vcpu.kick()  # immediate_exit: KVM_RUN comes straight back with EINTR
         result: list[int] = []
         thread = threading.Thread(target=lambda: result.append(vcpu.run()))
@@ -132,13 +129,19 @@ def test_an_error_half_way_releases_what_was_opened() -> None:
     assert open_fds() == fds
 
 
+def _spinning_vcpu(vm: Any) -> Any:
+    """A vCPU of vm whose guest loops on one jmp, in a 64 KiB slot at GPA 0."""
+    mem = vm.map_memory(0x10000)
+    vm.set_user_memory_region(0, 0, 0, 0x10000, mem.addr)
+    load_program(mem, 0, 0x1000, ["top:", "jmp top"])
+    vcpu = vm.create_vcpu()
+    vcpu.setup_flat_real_mode(0x1000)
+    return vcpu
+
+
 def _interrupted_with_a_running_vcpu(threads: list[threading.Thread]) -> None:
     with engine.open_vm(backend="kvm") as vm:
-        mem = vm.map_memory(0x10000)
-        vm.set_user_memory_region(0, 0, 0, 0x10000, mem.addr)
-        load_program(mem, 0, 0x1000, ["top:", "jmp top"])
-        vcpu = vm.create_vcpu()
-        vcpu.setup_flat_real_mode(0x1000)
+        vcpu = _spinning_vcpu(vm)
         thread = threading.Thread(target=vcpu.run, daemon=True)
         threads.append(thread)
         thread.start()
