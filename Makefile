@@ -9,7 +9,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: setup run test test-fast test-slow lint bench screenshots golden
+.PHONY: setup run test test-fast test-slow test-soak lint bench screenshots golden
 setup: $(BIN)/.installed
 
 run: setup
@@ -21,8 +21,9 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# No test's outcome depends on wall time or load; `slow` ones (long fuzzing and Hypothesis
-# explorations) are left to test-slow, which CI runs too.
+# No test's outcome depends on wall time or load. `slow` ones (long fuzzing and Hypothesis
+# explorations, the tmux demo story, the key and resize storms, the largest screens) are left to
+# test-slow, which CI runs too; `soak` ones to test-soak.
 test: lint
 	$(BIN)/pytest -n 2 -q
 
@@ -30,12 +31,15 @@ test: lint
 # cluster, 40,000-line inputs, a run per hash seed): the loop to run while editing them.
 # `make test` runs them all.
 test-fast: setup
-	$(BIN)/pytest -n 2 -q -m "not slow and not heavy" tests/model tests/engine
+	$(BIN)/pytest -n 2 -q -m "not slow and not soak and not heavy" tests/model tests/engine
 
-# The TUI's key storms (2,000 keys x 10 seeds x 2 sizes, 10,000 keys) take a quarter of an hour
-# more: SLOTLAB_SLOW=1 make test-slow runs them too.
 test-slow: setup
 	$(BIN)/pytest -n 2 -q -m slow
+
+# The TUI's long key storms (2,000 keys x 10 seeds x 2 sizes, 10,000 keys): about a quarter of
+# an hour, so CI leaves them out.
+test-soak: setup
+	$(BIN)/pytest -n 2 -q -m soak
 
 bench: setup
 	$(BIN)/slotlab bench $(ARGS)

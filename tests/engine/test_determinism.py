@@ -59,7 +59,7 @@ SCRIPT = """# scripted faults: TIME FAULT
 """
 
 
-@pytest.mark.heavy  # three fresh interpreters per case
+@pytest.mark.slow  # three fresh interpreters per case
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_same_seed_same_bytes_whatever_the_hash_seed(
     case: str, log_dir: Path, tmp_path: Path

@@ -19,8 +19,8 @@ from engine.session import Session
 from engine.summary import Summary
 from engine.vmm.strategies import STRATEGIES
 
-# Every claim on every seed: `make test` runs them, the `make test-fast` loop does not.
-pytestmark = pytest.mark.heavy
+# Every claim on every seed: `make test-slow` (and CI) runs them, `make test` does not.
+pytestmark = pytest.mark.slow
 
 SEEDS = 12
 # On x86-tdp (the default) with a guest that polls a device: the batches that publish INVALID

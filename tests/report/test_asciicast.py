@@ -67,6 +67,7 @@ def test_v2_plays_in_asciinema_and_ends_on_the_verdict(
     assert ANSI.sub("", done.stdout.decode()).endswith(last[-200:])
 
 
+@pytest.mark.slow  # three full exports of a recording
 def test_v3_parses_and_is_the_same_recording(verdict_logs: dict[str, Path], tmp_path: Path) -> None:
     v2, v3 = tmp_path / "ok.v2.cast", tmp_path / "ok.v3.cast"
     _export(verdict_logs["ok"], v2, "--speed", "1e-3")

@@ -3,7 +3,6 @@ the test drives (paused at start, stepped or run flat out; never paced by wall t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -65,14 +64,3 @@ def make_app(**overrides: Any) -> SlotlabApp:
 @pytest.fixture
 def app_factory() -> Callable[..., SlotlabApp]:
     return make_app
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked slow (the 2,000-key storms: minutes each on a busy machine) run only
-    when asked for: SLOTLAB_SLOW=1."""
-    if os.environ.get("SLOTLAB_SLOW") == "1":
-        return
-    skip = pytest.mark.skip(reason="slow: run with SLOTLAB_SLOW=1")
-    for item in items:
-        if "slow" in item.keywords and "tests/tui/" in str(item.path).replace(os.sep, "/"):
-            item.add_marker(skip)

@@ -191,6 +191,7 @@ def _txn_seen(pane: Pane, at_least: int, deadline: float = DEADLINE) -> int:
     raise AssertionError(f"transaction {at_least} never showed; the pane shows:\n{screen}")
 
 
+@pytest.mark.slow  # the whole demo in a real terminal, a minute on a busy machine
 def test_the_demo_story(pane: Pane) -> None:
     """`slotlab` with no arguments: legacy survives several updates, `r` arms the race and the
     guest dies; inhibit from the palette survives the race; `c` fills the matrix; `q` gives

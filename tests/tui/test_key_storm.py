@@ -3,8 +3,7 @@ each from fixed seeds, so a failure replays with its seed. Counted in keys, neve
 
 Afterwards the way out must still work: Escape four times, then `q` quits.
 
-Slow (each run is minutes on a loaded 2-core machine): `SLOTLAB_SLOW=1 pytest
-tests/tui/test_key_storm.py`. It found the DuplicateIds palette crash (seed 40005), a
+A soak test (each run is minutes on a loaded 2-core machine): `make test-soak`. It found the DuplicateIds palette crash (seed 40005), a
 palette timer and busy indicator outliving the palette, and a double dismiss emptying the
 screen stack (all fixed; see tui/palette.py and SlotlabApp.pop_screen).
 """
@@ -68,7 +67,7 @@ def key_sequence(seed: int) -> list[str]:
     return keys[:PRESSES]
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 @pytest.mark.asyncio
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("run", range(RUNS))

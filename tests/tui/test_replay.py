@@ -56,6 +56,27 @@ async def record_session(app_factory: AppFactory, log: str) -> None:
         assert session(app).result is not None
 
 
+_RECORDED: dict[str, bytes] = {}
+
+
+async def recorded_session(app_factory: AppFactory, log: str) -> None:
+    """record_session's log at `log`, recorded once per test process: the recording is
+    deterministic (the next test replays it byte for byte), and the replay tests need its
+    bytes, not the keys that made them again."""
+    if "log" not in _RECORDED:
+        await record_session(app_factory, log)
+    _share(Path(log))
+
+
+def _share(path: Path) -> None:
+    """The first recording is kept; later ones are copies of it."""
+    if "log" not in _RECORDED:
+        _RECORDED["log"] = path.read_bytes()
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_RECORDED["log"])
+
+
 @pytest.mark.asyncio
 async def test_live_session_with_key_faults_replays_to_identical_bytes(
     app_factory: AppFactory, tmp_path: Path
@@ -112,7 +133,7 @@ def _position(app: SlotlabApp) -> int:
 @pytest.mark.asyncio
 async def test_replay_controls(app_factory: AppFactory, tmp_path: Path) -> None:
     log = str(tmp_path / "sessions" / "rec.jsonl")
-    await record_session(app_factory, log)
+    await recorded_session(app_factory, log)
     total = len(read_log(log).event_lines)
     app = _replay_app(log)
     async with app.run_test(size=(110, 34)) as pilot:
@@ -175,7 +196,7 @@ async def test_replay_controls(app_factory: AppFactory, tmp_path: Path) -> None:
 @pytest.mark.asyncio
 async def test_timeline_click_seeks(app_factory: AppFactory, tmp_path: Path) -> None:
     log = str(tmp_path / "sessions" / "click.jsonl")
-    await record_session(app_factory, log)
+    await recorded_session(app_factory, log)
     total = len(read_log(log).event_lines)
     app = _replay_app(log)
     async with app.run_test(size=(110, 34)) as pilot:
@@ -190,7 +211,7 @@ async def test_timeline_click_seeks(app_factory: AppFactory, tmp_path: Path) -> 
 @pytest.mark.asyncio
 async def test_replay_play_and_pause(app_factory: AppFactory, tmp_path: Path) -> None:
     log = str(tmp_path / "sessions" / "play.jsonl")
-    await record_session(app_factory, log)
+    await recorded_session(app_factory, log)
     app = _replay_app(log)
     async with app.run_test(size=(110, 34)) as pilot:
         await settle(app, pilot)

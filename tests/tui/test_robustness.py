@@ -71,7 +71,11 @@ def key_event(key: str) -> events.Key:
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
-    "presses", [300, pytest.param(PRESSES, marks=pytest.mark.slow, id="10000")]
+    "presses",
+    [
+        pytest.param(300, marks=pytest.mark.slow, id="300"),
+        pytest.param(PRESSES, marks=pytest.mark.soak, id="10000"),
+    ],
 )
 async def test_random_keys(app_factory: AppFactory, presses: int) -> None:
     """Keys arrive as fast as a key-masher types them: in bursts, the app catching up
@@ -103,6 +107,7 @@ async def test_random_keys(app_factory: AppFactory, presses: int) -> None:
         screen_text(app)  # the screen still renders
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_resize_storm(app_factory: AppFactory) -> None:
     rng = random.Random(7)

@@ -27,6 +27,7 @@ def test_scale_scenario_loads() -> None:
     assert len(sc.layouts["plain"].regions) == 16
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_64_vcpus_by_1024_slots(app_factory: AppFactory, tmp_path: Path) -> None:
     path = write_scale_scenario(tmp_path)
