@@ -47,6 +47,11 @@ class Clock(Protocol):
         """Let every other task of the run go first, then carry on."""
         ...
 
+    async def preemptible(self) -> None:
+        """The task is back in user space between two kernel calls of one operation, where a
+        host scheduler can preempt it: `slotlab hunt`'s change points act here."""
+        ...
+
     async def wait_until(self, done: Callable[[], bool], limit_ns: int) -> None:
         """Return once ``done()`` holds, or after ``limit_ns``; ``notify`` re-checks it."""
         ...

@@ -26,6 +26,11 @@ class SequencerClock:
     async def checkpoint(self) -> None:
         await self.seq.sleep(self.actor, 0)
 
+    async def preemptible(self) -> None:
+        held = self.seq.preemptible(self.actor)
+        if held is not None:
+            await held
+
     async def wait_until(self, done: Callable[[], bool], limit_ns: int) -> None:
         waited = 0
         while not done() and waited < limit_ns:

@@ -68,6 +68,10 @@ def _never_started(_: Any) -> trio.lowlevel.Abort:
 # Sequencer._pop()'s answer "try again": a marker, never scheduled.
 _AGAIN = Actor("(again)")
 
+# The time a dropped actor waits at (engine/sim/perturb.py): after every other entry, so it is
+# popped only when no other actor is ready, even past the end of the run.
+_DROPPED = 1 << 62
+
 
 def _abort_for(actor: Actor, seq: Sequencer) -> Callable[[Any], trio.lowlevel.Abort]:
     def abort(_: Any) -> trio.lowlevel.Abort:
@@ -142,8 +146,10 @@ class Sequencer:
         # Hand-overs that move the baton to another task (a trio task switch); the others
         # hand it back to the actor that asked.
         self.switches = 0
-        # Hand-overs to actors other than vCPUs: the steps hunt's change points count.
+        # Hand-overs to actors other than vCPUs (the steps of hunt's change points in logs
+        # from before 2 Dec 2026), and preemptible() calls (the steps now).
         self.sync_handoffs = 0
+        self.gaps = 0
         self._actors: list[Actor] = []
         # `slotlab hunt`'s schedule perturbation (engine/sim/perturb.py); None: the one
         # default schedule, and none of its code runs.
@@ -249,6 +255,22 @@ class Sequencer:
             return t < actor.quantum_end
         vcpus = self._vcpus
         return not vcpus or t < vcpus[0][0]
+
+    def preemptible(self, actor: Actor) -> Awaitable[None] | None:
+        """`actor` is back in user space between two kernel calls of one operation (the VMM
+        between a transaction's ioctls): where a host scheduler can take the CPU from it, and
+        the step `slotlab hunt`'s change points count (engine/sim/perturb.py). None, with no
+        sequencer call, unless a change point is here."""
+        self.gaps += 1
+        perturb = self.perturb
+        if perturb is None or not perturb.at_gaps:
+            return None
+        held = perturb.preempt(self.gaps, actor)
+        if held is None:
+            return None
+        self.calls += 1
+        self._push(self.bus.now + held if held else _DROPPED, actor)
+        return self._pass_baton(actor)
 
     async def block(self, actor: Actor) -> None:
         """Give up the baton until someone calls wake(actor)."""
@@ -366,7 +388,8 @@ class Sequencer:
         while True:
             if self.pacing.live and not self._done:
                 heap = self._top()
-                await self._pace(heap[0][0] if heap else None)
+                t = heap[0][0] if heap else None
+                await self._pace(self.bus.now if t == _DROPPED else t)
             nxt = self._pop()
             if nxt is not _AGAIN:
                 return nxt
@@ -395,7 +418,7 @@ class Sequencer:
             self.finish("idle")
             return None
         t, _, actor = heap[0]
-        if t > self.end_ns:
+        if self.end_ns < t < _DROPPED:
             self.bus.now = self.end_ns
             self.finish("duration")
             return None
@@ -408,9 +431,12 @@ class Sequencer:
             if not actor.vcpu:
                 self.sync_handoffs += 1
             return actor
-        if not actor.vcpu:
+        if t == _DROPPED:
+            # PCT: a dropped actor runs again once every other actor is blocked.
+            t = self.bus.now
+        elif not actor.vcpu and not perturb.at_gaps:
             held = perturb.preempt(self.sync_handoffs + 1, actor)
-            if held:
+            if held:  # a log from before 2 Dec 2026: its steps were these hand-overs
                 self._push(t + held, actor)
                 return _AGAIN
         self.bus.now = t

@@ -1,9 +1,10 @@
 """`slotlab hunt`: look for a failing run with no fault armed, by perturbing the schedule.
 
 Run i of a hunt is seed first_seed + i, with the PCT perturbation derived from that seed
-(engine/sim/perturb.py): depth-1 change points spread over the steps (hand-overs to actors
-other than vCPUs) a plain run of the configuration makes, each preempting the actor it lands
-on for up to max_preempt_ns (by default the whole run), and vCPU quanta jittered. The runs go
+(engine/sim/perturb.py): depth-1 change points spread over the steps (the VMM's returns to user
+space between a transaction's ioctls) a plain run of the configuration makes, each dropping the
+VMM as PCT does (by default; or holding it up to max_preempt_ns), and vCPU quanta jittered.
+The runs go
 out as sweep's units, on the same cluster; the hunt stops once it knows the lowest-numbered
 failing run (every run before it has finished), so the figure it reports does not depend on
 which worker was fastest.
@@ -30,11 +31,11 @@ class HuntPlan(msgspec.Struct, frozen=True, kw_only=True):
     perturb: bool = True
     depth: int = 5
     max_preempt_ns: int = 0
-    """0: the run's duration. In PCT a thread dropped to the lowest priority runs again only
-    when every other thread is blocked, and vCPUs never block: the faithful preemption is
-    unbounded. A preemption drawn up to the whole run keeps that reach (a DELETE's window held
-    open across however slow the guest's rhythm is, as an overloaded host can do to a QEMU
-    thread) without knowing that rhythm, while short ones still reorder nearby steps."""
+    """0: PCT's drop. A thread dropped to the lowest priority runs again only when every other
+    thread is blocked, and running vCPUs never block: the VMM stays preempted until an inhibit
+    has blocked every vCPU or the run ends, which reaches the guest's next access however slow
+    its rhythm is (as an overloaded host can do to a QEMU thread) without knowing that rhythm.
+    Else each change point holds the VMM for up to this long."""
     jitter_ns: int = 100
     vcpus: int | None = None
     duration_ns: int | None = None
@@ -47,6 +48,7 @@ class HuntResult(msgspec.Struct, kw_only=True):
     verdict: str
     explanation: str
     handoffs: int
+    """k: the steps of a plain run change points are drawn over (0: none to act on)."""
     actors: int
     depth: int
     miss_bound: float
@@ -57,8 +59,8 @@ class HuntResult(msgspec.Struct, kw_only=True):
 
 
 def calibrate(plan: HuntPlan) -> tuple[int, int, int]:
-    """(steps of a whole plain run, actors, max preempt ns): the scale change points need.
-    A plain run that ends early (a crash) is scaled up to the full duration."""
+    """(steps of a whole plain run, actors, max preempt ns or 0): the scale change points
+    need. A plain run that ends early (a crash) is scaled up to the full duration."""
     spec = RunSpec(
         scenario=plan.scenario,
         strategy=plan.strategy,
@@ -70,10 +72,8 @@ def calibrate(plan: HuntPlan) -> tuple[int, int, int]:
     out = execute(spec)
     duration = config.duration_ns or config.scenario.duration_ns
     done = max(out.summary.virtual_ns, 1)
-    steps = out.sync_handoffs
-    handoffs = steps if done >= duration else math.ceil(steps * duration / done)
-    preempt = plan.max_preempt_ns or duration
-    return max(handoffs, 1), out.actors, preempt
+    steps = out.gaps if done >= duration else math.ceil(out.gaps * duration / done)
+    return steps, out.actors, plan.max_preempt_ns
 
 
 def specs_of(plan: HuntPlan, handoffs: int, preempt_ns: int) -> list[RunSpec]:

@@ -136,7 +136,7 @@ def candidates(config: RunConfig, outcome: Outcome, seed_tries: int) -> Iterator
         for i in range(len(p.points)):
             yield replace(config, perturb=p.without_point(i))
         if p.jitter_ns:
-            yield replace(config, perturb=Perturb(seed=p.seed, jitter_ns=0, points=p.points))
+            yield replace(config, perturb=msgspec.structs.replace(p, jitter_ns=0))
     yield from _postponed(config, outcome)
     sequence = list(config.scenario.sequence)
     for k in range(2, len(sequence)):

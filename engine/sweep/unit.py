@@ -60,7 +60,9 @@ class Outcome(msgspec.Struct, kw_only=True):
     digest: str
     handoffs: int
     sync_handoffs: int
-    """Hand-overs to actors other than vCPUs: the steps of hunt's change points."""
+    """Hand-overs to actors other than vCPUs (hunt's steps in logs before 2 Dec 2026)."""
+    gaps: int = 0
+    """The VMM's returns to user space between a transaction's ioctls: hunt's steps."""
     actors: int
     log: bytes | None = None
 
@@ -115,6 +117,7 @@ def execute_config(config: RunConfig, keep_log: bool = False) -> Outcome:
         digest=hashlib.sha256(head).hexdigest(),
         handoffs=session.seq.handoffs,
         sync_handoffs=session.seq.sync_handoffs,
+        gaps=session.seq.gaps,
         actors=len(session.vcpus) + 2 + bool(config.fault_script),
         log=bytes(head) if keep_log else None,
     )

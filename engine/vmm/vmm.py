@@ -290,6 +290,7 @@ class Vmm:
 
     async def between_ioctls(self, txn: Transaction) -> None:
         """Userspace work between two ioctls of a transaction; ioctl-gap stretches it."""
+        await self.clock.preemptible()
         gap = self.injector.ioctl_gap()
         if gap:
             await self.clock.sleep(gap)

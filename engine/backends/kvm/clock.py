@@ -163,6 +163,9 @@ class WallClock:
     async def checkpoint(self) -> None:
         await trio.lowlevel.checkpoint()
 
+    async def preemptible(self) -> None:
+        """The host's own scheduler decides where the real VMM thread is preempted."""
+
     async def wait_until(self, done: Callable[[], bool], limit_ns: int) -> None:
         if done():
             return
