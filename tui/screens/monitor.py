@@ -135,9 +135,17 @@ class MonitorScreen(Screen[None]):
 
     def _fit(self) -> None:
         width, height = self.size
-        self.set_class(height < self.SHORT, "-short")
-        self.set_class(width < self.NARROW, "-narrow")
-        self.set_class(width < self.MIN_SIZE[0] or height < self.MIN_SIZE[1], "-tiny")
+        wanted = {
+            "-short": height < self.SHORT,
+            "-narrow": width < self.NARROW,
+            "-tiny": width < self.MIN_SIZE[0] or height < self.MIN_SIZE[1],
+        }
+        changed = [name for name, on in wanted.items() if self.has_class(name) != on]
+        # Each class change restyles the whole screen: one restyle for all of them.
+        for name in changed:
+            self.set_class(wanted[name], name, update=False)
+        if changed:
+            self.update_node_styles()
 
     def action_verdict(self) -> None:
         self.query_one(VerdictBanner).toggle()
