@@ -18,8 +18,8 @@ run lacks: held after a transaction's last ioctl or between transactions, the me
 quiescent set a plain run has between its updates (the run is only cut short), and held inside
 an ioctl they are the state its next return shows, or INVALID copies vCPUs retry on
 (kvm_faultin_pfn()'s RET_PF_RETRY). Drawing the points over every hand-over to the VMM and the
-SRCU worker (before 2 Dec 2026) put two thirds of them on those: a third of runs crashed the
-demo, against four in five now. A strategy that applies a transaction in one ioctl has no such
+SRCU worker (before 2 Dec 2026) put two thirds of them on those: 36% of the demo's perturbed
+runs crashed (pam-shadow under legacy), against 73% now (docs/scale.md). A strategy that applies a transaction in one ioctl has no such
 step: its hunt perturbs only the priorities and the vCPU jitter.
 
 - priorities order actors ready at the same virtual time (the default order is first come,

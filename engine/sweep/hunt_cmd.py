@@ -34,7 +34,8 @@ def add_hunt_parser(sub: Any, duration: Any) -> None:
         "--max-preempt",
         type=duration,
         default=0,
-        help="longest preemption at a change point (default: the run's duration)",
+        help="hold the VMM this long at most at a change point (default: PCT's drop, until "
+        "every other actor is blocked or the run ends)",
     )
     p.add_argument("--jitter", type=duration, default=100, help="vCPU quantum jitter (100ns)")
     p.add_argument(
