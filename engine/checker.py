@@ -97,6 +97,25 @@ class Checker:
             self._fault(ev)  # type: ignore[arg-type]
         elif kind in _UNJUDGED:
             return
+        # The kinds of most events next: a run emits one of each per KVM_EXIT_MMIO.
+        elif kind is Exit:
+            reason = ev.reason  # type: ignore[attr-defined]
+            if reason == "KVM_EXIT_MMIO":
+                if self._txn is not None:
+                    self.window_mmio_exits += 1
+            elif reason == "KVM_EXIT_INTERNAL_ERROR" and not self.crash:
+                self._internal_error(ev)  # type: ignore[arg-type]
+        elif kind is MmioServed:
+            assert isinstance(ev, MmioServed)
+            if ev.target == "dropped" and ev.is_write:
+                self._violate(
+                    "lost_write",
+                    f"vcpu{ev.vcpu} wrote {ev.data:#x} to GPA {ev.gpa:#x} (RAM region {ev.region}) through a "
+                    "KVM_EXIT_MMIO taken in the update window, and the VMM dropped it instead of "
+                    "dispatching it through its old FlatView",
+                    ev.vcpu,
+                    ev.gpa,
+                )
         elif kind is TxnBegin:
             self._txn = ev  # type: ignore[assignment]
         elif kind is TxnCommit:
@@ -114,10 +133,6 @@ class Checker:
             self._memslot(ev)  # type: ignore[arg-type]
         elif kind is DirtyLog:
             self.dirty.harvest(ev)  # type: ignore[arg-type]
-        elif kind is Exit:
-            if self._txn is not None and ev.reason == "KVM_EXIT_MMIO":  # type: ignore[attr-defined]
-                self.window_mmio_exits += 1
-            self._exit(ev)  # type: ignore[arg-type]
         elif kind is UdInjected:
             assert isinstance(ev, UdInjected)
             self.ud_injected += 1
@@ -137,17 +152,6 @@ class Checker:
             assert isinstance(ev, VmStopped)
             if not self.crash:
                 self.crash = f"the VMM stopped the VM: {ev.reason}"
-        elif kind is MmioServed:
-            assert isinstance(ev, MmioServed)
-            if ev.target == "dropped" and ev.is_write:
-                self._violate(
-                    "lost_write",
-                    f"vcpu{ev.vcpu} wrote {ev.data:#x} to GPA {ev.gpa:#x} (RAM region {ev.region}) through a "
-                    "KVM_EXIT_MMIO taken in the update window, and the VMM dropped it instead of "
-                    "dispatching it through its old FlatView",
-                    ev.vcpu,
-                    ev.gpa,
-                )
         elif kind is ReaderUseAfterFree:
             assert isinstance(ev, ReaderUseAfterFree)
             key = (ev.reader, ev.version)
@@ -176,7 +180,8 @@ class Checker:
             self.bus.emit(v)
 
     def _fault(self, ev: Fault) -> None:
-        self.dirty.fault(ev)
+        if ev.outcome == "dirty":
+            self.dirty.fault(ev)
         if ev.outcome not in NO_SLOT:
             self._len0.pop(ev.vcpu, None)
             return
@@ -215,9 +220,8 @@ class Checker:
                 "lost_dirty", bit.describe(), bit.write.vcpu, bit.write.gpa & ~(c.PAGE_SIZE - 1)
             )
 
-    def _exit(self, ev: Exit) -> None:
-        if ev.reason != "KVM_EXIT_INTERNAL_ERROR" or self.crash:
-            return
+    def _internal_error(self, ev: Exit) -> None:
+        """The first KVM_EXIT_INTERNAL_ERROR: the crash, with the update window that led to it."""
         window = ""
         io = self._ioctl
         if io is not None and io.memory_size == 0 and io.ioctl == "KVM_SET_USER_MEMORY_REGION":

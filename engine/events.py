@@ -304,21 +304,37 @@ Subscriber = Callable[[Event], None]
 class EventBus:
     """Stamps events with (t, seq) and hands them to subscribers in emission order."""
 
-    __slots__ = ("_subscribers", "closed", "now", "seq")
+    __slots__ = ("_routes", "_subscribers", "closed", "now", "seq")
 
     def __init__(self) -> None:
         self.now = 0
         self.seq = 0
-        self._subscribers: list[Subscriber] = []
+        # (subscriber, the one event type it wants or None for all), in subscription order.
+        self._subscribers: list[tuple[Subscriber, type[Event] | None]] = []
+        # Event type -> the subscribers it goes to, built at its first emit: a subscriber
+        # that wants one kind costs nothing for the others (most events are SRCU and exits).
+        self._routes: dict[type[Event], list[Subscriber]] = {}
         # Set when the run is over and its tasks are being cancelled: what their clean-up
         # code would emit (an `inhibit end` from a finally) never happened in the run.
         self.closed = False
 
-    def subscribe(self, fn: Subscriber) -> None:
-        self._subscribers.append(fn)
+    def subscribe(self, fn: Subscriber, only: type[Event] | None = None) -> None:
+        """fn sees every event from now on, or only those of type ``only``."""
+        self._subscribers.append((fn, only))
+        self._routes = {}
 
     def unsubscribe(self, fn: Subscriber) -> None:
-        self._subscribers.remove(fn)
+        for i, (subscribed, _) in enumerate(self._subscribers):
+            if subscribed == fn:
+                del self._subscribers[i]
+                self._routes = {}
+                return
+        raise ValueError(f"{fn!r} is not subscribed")
+
+    def _route(self, kind: type[Event]) -> list[Subscriber]:
+        fns = [fn for fn, only in self._subscribers if only is None or only is kind]
+        self._routes[kind] = fns
+        return fns
 
     def log_t(self) -> int:
         """How far the log has come: no event so far has a later t (what a clock shows)."""
@@ -330,7 +346,8 @@ class EventBus:
         event.t = self.now
         event.seq = self.seq
         self.seq += 1
-        for fn in self._subscribers:
+        fns = self._routes.get(type(event))
+        for fn in self._route(type(event)) if fns is None else fns:
             fn(event)
 
 
@@ -366,7 +383,8 @@ class OrderedBus(EventBus):
             event.t = self.applied = now
         event.seq = self.seq
         self.seq += 1
-        for fn in self._subscribers:
+        fns = self._routes.get(type(event))
+        for fn in self._route(type(event)) if fns is None else fns:
             fn(event)
 
 

@@ -101,10 +101,11 @@ class Vmm:
         self.ioctl_count = 0
         self.stopped_reason = ""
         self._window_faults = 0
-        self.bus.subscribe(self._watch)
+        self.bus.subscribe(self._watch, only=Fault)
 
     def _watch(self, event: Event) -> None:
-        if type(event) is Fault and event.outcome in WINDOW_FAULTS and self.in_flight is not None:
+        assert isinstance(event, Fault)
+        if event.outcome in WINDOW_FAULTS and self.in_flight is not None:
             self._window_faults += 1
             self.clock.notify()
 
