@@ -139,7 +139,8 @@ class Vcpu:
         # Guest loops found at backward-jump targets (engine/model/cycles.py).
         walks = stage2.walks
         # An emulated guest (x86-pvm) runs inside KVM under kvm->srcu, dropping it every
-        # EMULATED_SRCU_BATCH instructions; a hardware-run guest holds none (section < 0).
+        # EMULATED_SRCU_BATCH instructions; a hardware-run guest holds none (section < 0), so
+        # its fault paths skip _emulator_section(False), a call per fault that would do nothing.
         section = 0 if self.vm.rules.emulated else -1
         while True:
             if section == 0:
@@ -170,8 +171,8 @@ class Vcpu:
                 if pending:
                     yield pending
                     pending = 0
-                self._emulator_section(False)
-                if section > 0:
+                if section >= 0:
+                    self._emulator_section(False)
                     section = 0
                 yield from self._stalled_exit()
                 continue
@@ -181,8 +182,8 @@ class Vcpu:
                 if pending:
                     yield pending
                     pending = 0
-                self._emulator_section(False)
-                if section > 0:
+                if section >= 0:
+                    self._emulator_section(False)
                     section = 0
                 result = yield from self._page_fault(rip, "fetch", None)
                 if result is not None:
@@ -208,8 +209,8 @@ class Vcpu:
                     if pending:
                         yield pending
                         pending = 0
-                    self._emulator_section(False)
-                    if section > 0:
+                    if section >= 0:
+                        self._emulator_section(False)
                         section = 0
                     access = "write" if op == "store" or dspte is not None else "read"
                     result = yield from self._page_fault(gpa, access, insn)
@@ -238,8 +239,8 @@ class Vcpu:
                     if pending:
                         yield pending
                         pending = 0
-                    self._emulator_section(False)
-                    if section > 0:
+                    if section >= 0:
+                        self._emulator_section(False)
                         section = 0
                     self._smm_changed(False)
                     stage2 = self.vm.stage2[self.as_id]

@@ -42,9 +42,13 @@ class Finished(Exception):
 
 QUANTUM_NS = 1_000
 
+# Bound once: the hand-over calls them at every task switch.
+_reschedule = trio.lowlevel.reschedule
+_wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
+
 
 class Actor:
-    __slots__ = ("abort", "blocked", "name", "parked", "quantum_end", "task", "vcpu")
+    __slots__ = ("abort", "blocked", "horizon", "name", "parked", "quantum_end", "task", "vcpu")
 
     def __init__(self, name: str, vcpu: bool = False) -> None:
         self.name = name
@@ -54,6 +58,8 @@ class Actor:
         # Waiting for the baton in wait_task_rescheduled: only then may it be rescheduled.
         self.parked = False
         self.quantum_end = 0
+        # Sequencer.horizon(), left here by a step() that kept the baton.
+        self.horizon = 0
         # Set by Sequencer.start (it needs the bus); built once, not per wait.
         self.abort: Callable[[Any], trio.lowlevel.Abort] = _never_started
 
@@ -212,43 +218,58 @@ class Sequencer:
 
     def step(self, actor: Actor, ns: int) -> Awaitable[None] | None:
         """sleep() for the hottest callers, without a coroutine when none is needed: None
-        when the run is flat out and the actor keeps the baton (the clock moved), else the
-        awaitable that sleep() would have awaited. Same decisions, same call count."""
+        when the run is flat out and the actor keeps the baton (the clock moved; a vCPU's
+        actor.horizon is then horizon(actor)), else the awaitable that sleep() would have
+        awaited. Same decisions, same call count."""
         if self.pacing.live:
             return self.sleep(actor, ns)
         self.calls += 1
         t = self.bus.now + ns
-        # _keeps_baton(), written out: this runs for every step of every vCPU.
-        scheduled, strict, vcpus = self._scheduled, self._strict, self._vcpus
+        # _keeps_baton() and horizon(), written out: this runs for every step of every vCPU.
+        strict, vcpus, scheduled = self._strict, self._vcpus, self._scheduled
+        end = self.end_ns
         if (
-            t <= self.end_ns
+            t <= end
+            and not (strict and t >= strict[0][0])
             and not self._commands
             and not (scheduled and scheduled[0][0] == self.calls)
-            and not (strict and t >= strict[0][0])
         ):
             if not actor.vcpu:
                 if not vcpus or t < vcpus[0][0]:
                     self.bus.now = t
                     return None
-            elif t < actor.quantum_end:
+            elif t < actor.quantum_end or self._takes_back(actor, t):
                 self.bus.now = t
+                limit = actor.quantum_end
+                if end < limit:
+                    limit = end + 1
+                if strict and strict[0][0] < limit:
+                    limit = strict[0][0]
+                actor.horizon = limit - t - 1  # t is below all three
                 return None
-            elif (
-                (not vcpus or t < vcpus[0][0])
-                and not (scheduled or self._done)
-                and self.perturb is None
-            ):
-                # Past its quantum with nothing due before t: _push() then _pop() would hand
-                # the baton straight back (half the hand-overs of a lone vCPU). Do just what
-                # that hand-over does, the order number it would take included. (A replay's
-                # pending commands, a finished run and a perturbed schedule take the long way.)
-                next(self._counter)
-                self.bus.now = t
-                actor.quantum_end = t + QUANTUM_NS
-                self.handoffs += 1
-                return None
-        self._push(t, actor)
+        if self.perturb is None:  # _push(), written out
+            heapq.heappush(vcpus if actor.vcpu else strict, (t, next(self._counter), actor))
+        else:
+            self._push(t, actor)
         return self._pass_baton(actor)
+
+    def _takes_back(self, actor: Actor, t: int) -> bool:
+        """step() for a vCPU past its quantum, nothing strict due by t: when _push() then
+        _pop() would hand the baton straight back (half the hand-overs of a lone vCPU), do
+        just what that hand-over does, the order number it would take included. A replay's
+        pending commands, a finished run and a perturbed schedule take the long way."""
+        vcpus = self._vcpus
+        if (
+            (vcpus and t >= vcpus[0][0])
+            or self._scheduled
+            or self._done
+            or self.perturb is not None
+        ):
+            return False
+        next(self._counter)
+        actor.quantum_end = t + QUANTUM_NS
+        self.handoffs += 1
+        return True
 
     def horizon(self, actor: Actor) -> int:
         """How far past now a vCPU may advance and still keep the baton (see above).
@@ -386,11 +407,15 @@ class Sequencer:
         if nxt is me:
             return
         if nxt is not None:
-            self._hand_to(nxt)
+            self.switches += 1  # _hand_to(), written out: once per task switch
+            if nxt.parked:
+                nxt.parked = False
+                assert nxt.task is not None
+                _reschedule(nxt.task)
         if forever:
             return
         me.parked = True  # _wait_for_baton, inlined: this is the hottest await of a run
-        await trio.lowlevel.wait_task_rescheduled(me.abort)
+        await _wait_task_rescheduled(me.abort)
         if self._done:
             self.tearing_down()  # Finished unwinds the actor
             raise Finished
@@ -408,7 +433,7 @@ class Sequencer:
         if actor.parked:
             actor.parked = False
             assert actor.task is not None
-            trio.lowlevel.reschedule(actor.task)
+            _reschedule(actor.task)
 
     @staticmethod
     async def _wait_for_baton(actor: Actor) -> None:
@@ -431,11 +456,22 @@ class Sequencer:
         when the try changed what comes next (commands, a perturbation point)."""
         if self._done:
             return None
-        heap = self._top()
-        release_t = heap[0][0] if heap else self.end_ns
+        # _top(), written out: once per hand-over.
+        heap: list[tuple[int, int, Actor]] | None
+        strict, vcpus = self._strict, self._vcpus
+        if not strict:
+            heap = vcpus or None
+        elif not vcpus:
+            heap = strict
+        else:
+            first, other = strict[0], vcpus[0]
+            if first[0] != other[0]:
+                heap = strict if first[0] < other[0] else vcpus
+            else:
+                heap = strict if first[1] < other[1] else vcpus
         scheduled = self._scheduled
         if self._commands or (scheduled and scheduled[0][0] <= self.calls):
-            self._apply_commands(release_t)
+            self._apply_commands(heap[0][0] if heap else self.end_ns)
             heap = self._top()
         if heap is None:
             if self._commands:

@@ -16,6 +16,7 @@ from engine.events import Command, Event, EventBus
 from engine.log import read_log
 from engine.runner import make_config
 from engine.session import Session
+from engine.sim import runtime
 from engine.sim.runtime import QUANTUM_NS, Actor, Pacing, Sequencer
 
 
@@ -171,7 +172,8 @@ async def test_switches_count_the_task_switches_the_baton_makes(
         reschedules += 1
         real(task, *args)
 
-    monkeypatch.setattr(trio.lowlevel, "reschedule", counting)
+    # The sequencer binds trio's reschedule once, at import.
+    monkeypatch.setattr(runtime, "_reschedule", counting)
     await toy.run()
     assert toy.seq.switches == reschedules
     # A lone vCPU past its quantum gets the baton back when the VMM is not due yet.

@@ -45,14 +45,18 @@ class VcpuRunner:
                 await self._blocked()
             self.out_of_kvm_run = False
             # One KVM_RUN: the vCPU advances up to the sequencer's horizon between sleeps
-            # (seq.sleep(), minus the coroutine when the vCPU keeps the baton).
+            # (seq.sleep(), minus the coroutine when the vCPU keeps the baton; a step that
+            # keeps it leaves the new horizon in actor.horizon).
             run = vcpu.kvm_run()
+            vcpu.horizon_ns = horizon(actor)
             try:
                 while True:
-                    vcpu.horizon_ns = horizon(actor)
                     handover = step(actor, next(run))
-                    if handover is not None:
+                    if handover is None:
+                        vcpu.horizon_ns = actor.horizon
+                    else:
                         await handover
+                        vcpu.horizon_ns = horizon(actor)
             except StopIteration as stop:
                 exit: VcpuExit = stop.value
             self.out_of_kvm_run = True
