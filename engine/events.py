@@ -346,8 +346,11 @@ class EventBus:
         event.t = self.now
         event.seq = self.seq
         self.seq += 1
-        fns = self._routes.get(type(event))
-        for fn in self._route(type(event)) if fns is None else fns:
+        try:
+            fns = self._routes[type(event)]
+        except KeyError:
+            fns = self._route(type(event))
+        for fn in fns:
             fn(event)
 
 
@@ -383,8 +386,11 @@ class OrderedBus(EventBus):
             event.t = self.applied = now
         event.seq = self.seq
         self.seq += 1
-        fns = self._routes.get(type(event))
-        for fn in self._route(type(event)) if fns is None else fns:
+        try:
+            fns = self._routes[type(event)]
+        except KeyError:
+            fns = self._route(type(event))
+        for fn in fns:
             fn(event)
 
 

@@ -238,7 +238,9 @@ class Sequencer:
                 if not vcpus or t < vcpus[0][0]:
                     self.bus.now = t
                     return None
-            elif t < actor.quantum_end or self._takes_back(actor, t):
+            elif t < actor.quantum_end or (
+                (not vcpus or t < vcpus[0][0]) and self._takes_back(actor, t)
+            ):
                 self.bus.now = t
                 limit = actor.quantum_end
                 if end < limit:
@@ -254,17 +256,11 @@ class Sequencer:
         return self._pass_baton(actor)
 
     def _takes_back(self, actor: Actor, t: int) -> bool:
-        """step() for a vCPU past its quantum, nothing strict due by t: when _push() then
+        """step() for a vCPU past its quantum, nothing due by t: when _push() then
         _pop() would hand the baton straight back (half the hand-overs of a lone vCPU), do
         just what that hand-over does, the order number it would take included. A replay's
         pending commands, a finished run and a perturbed schedule take the long way."""
-        vcpus = self._vcpus
-        if (
-            (vcpus and t >= vcpus[0][0])
-            or self._scheduled
-            or self._done
-            or self.perturb is not None
-        ):
+        if self._scheduled or self._done or self.perturb is not None:
             return False
         next(self._counter)
         actor.quantum_end = t + QUANTUM_NS
