@@ -14,9 +14,10 @@ exit, handled under srcu_read_lock like the kernel does:
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from collections.abc import Generator
+
+import msgspec
 
 from engine.events import Exit, Fault, SmmTransition, UdInjected
 from engine.model import constants as c
@@ -33,8 +34,9 @@ _DATA_OPS = frozenset({"load", "store", "inc"})
 _JUMPS = frozenset({"jmp", "loop"})
 
 
-@dataclasses.dataclass(slots=True)
-class VcpuExit:
+# Structs rather than dataclasses: one of each per KVM_EXIT_MMIO, and a Struct's __init__ is
+# C, a dataclass's a Python frame. Neither can be part of a reference cycle (gc=False).
+class VcpuExit(msgspec.Struct, gc=False):
     """What KVM_RUN left in struct kvm_run."""
 
     reason: int
@@ -50,8 +52,7 @@ class VcpuExit:
         return c.EXIT_REASON_NAMES.get(self.reason, str(self.reason))
 
 
-@dataclasses.dataclass(slots=True)
-class _PendingMmio:
+class _PendingMmio(msgspec.Struct, gc=False):
     """An access the emulator handed to userspace, finished on the next KVM_RUN."""
 
     insn: Insn
