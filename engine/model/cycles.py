@@ -125,12 +125,15 @@ def _walk(start: int, stage2: Stage2, memory: dict[int, object]) -> Walk:
 def _find(start: int, stage2: Stage2, memory: dict[int, object], walks: Walks) -> Walk:
     """The walk from start, reused while stage-2 is unchanged and so is the code it read."""
     w = walks.get(start)
-    if (
-        w is None
-        or w.version != stage2.version
-        or any(memory.get(h) is not i for h, i in zip(w.code, w.insns, strict=True))
-    ):
-        w = walks[start] = _walk(start, stage2, memory)
+    if w is not None and w.version == stage2.version:
+        # A loop, not any() over a generator: this runs at every loop closing.
+        get = memory.get
+        for h, i in zip(w.code, w.insns, strict=True):
+            if get(h) is not i:
+                break
+        else:
+            return w
+    w = walks[start] = _walk(start, stage2, memory)
     return w
 
 
