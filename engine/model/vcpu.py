@@ -49,7 +49,8 @@ class VcpuExit(msgspec.Struct, gc=False):
 
     @property
     def name(self) -> str:
-        return c.EXIT_REASON_NAMES.get(self.reason, str(self.reason))
+        name = c.EXIT_REASON_NAMES.get(self.reason)  # no str() unless needed: every exit
+        return str(self.reason) if name is None else name
 
 
 class _PendingMmio(msgspec.Struct, gc=False):
