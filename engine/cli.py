@@ -18,7 +18,6 @@ from typing import Any, NoReturn
 from engine import __version__, limits
 from engine.faults import FAULT_KINDS, FaultError
 from engine.log import LogError
-from engine.runner import check_log, make_config, run_session, summary_json, verify_log
 from engine.scenarios import ScenarioError, builtin_names, load_scenario
 from engine.signals import INTERRUPTED, Interrupted, sigterm_interrupts
 from engine.sim.perturb import Perturb, parse_perturb
@@ -283,13 +282,10 @@ def build_parser(prog: str = "slotlab") -> argparse.ArgumentParser:
     bench.add_argument(
         "--only", metavar="NAME", help="only the measures whose name starts with NAME"
     )
-    from engine.sweep.hunt_cmd import add_hunt_parser
-    from engine.sweep.sweep_cmd import add_sweep_parser
+    from engine.sweep.options import add_hunt_parser, add_shrink_parser, add_sweep_parser
 
     add_sweep_parser(sub, _duration)
     add_hunt_parser(sub, _duration)
-    from engine.sweep.shrink import add_shrink_parser
-
     add_shrink_parser(sub)
     from engine.importers.cli import add_import_parser, add_trace_options
 
@@ -430,6 +426,8 @@ def run_config(args: argparse.Namespace) -> Any:
         from engine.backends.kvm.run import check_kvm_run
 
         check_kvm_run(args.scenario, args.strategy)
+    from engine.runner import make_config
+
     return make_config(
         args.scenario,
         args.strategy,
@@ -457,6 +455,8 @@ def trace_scenario_path(trace: str, text: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from engine.runner import run_session, summary_json
+
     config = run_config(args)
     log = None if args.no_log else (args.log or default_log_path(args.scenario, args.strategy))
     if args.backend == "kvm":
@@ -518,6 +518,8 @@ def print_summary(s: Summary) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from engine.runner import check_log
+
     verdict, log = check_log(args.log)
     print(f"{verdict.verdict}: {verdict.explanation}")
     for v in verdict.violations:
@@ -537,6 +539,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     if not args.verify:
         raise UsageError("headless replay needs --verify (the TUI opens a log without it)")
+    from engine.runner import verify_log
+
     result = verify_log(args.log)
     print(("verified: " if result.ok else "MISMATCH: ") + result.message)
     return 0 if result.ok else 1

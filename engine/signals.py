@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
 from typing import TypeVar
 
-import trio
-
 INTERRUPTED = "interrupted"
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -46,6 +44,8 @@ async def run_interruptible(run: Callable[[], Awaitable[T]], interrupt: Callable
     on the main thread: elsewhere (a compare worker) this is just ``run()``."""
     if threading.current_thread() is not threading.main_thread():
         return await run()
+    import trio  # here, not at the top: the command line imports this before it knows it will run
+
     received: list[int] = []
     async with trio.open_nursery() as nursery:
 

@@ -21,7 +21,6 @@ from engine.sweep.unit import Outcome, RunSpec, execute
 
 Keep = str  # "failing", "all" or "none"
 Result = tuple[RunSpec, Outcome | None, str]  # spec, outcome (None: it raised), error
-KEEP_CHOICES = ("failing", "all", "none")
 
 
 def usable_cores() -> int:

@@ -6,48 +6,10 @@ import argparse
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
 from engine.sweep.hunt import HuntPlan, HuntResult, Runner, hunt, in_process, on_client
-from engine.sweep.sweep_cmd import add_cluster_options
-from engine.vmm.strategies import STRATEGIES
-
-
-def add_hunt_parser(sub: Any, duration: Any) -> None:
-    p = sub.add_parser(
-        "hunt", help="search seeds and perturbed schedules for a failing run, no fault armed"
-    )
-    p.add_argument("--scenario", default="split", help="built-in name or path to a .toml")
-    p.add_argument(
-        "--strategy",
-        default="legacy",
-        choices=list(STRATEGIES),
-        metavar="STRATEGY",
-        help="the VMM's update strategy",
-    )
-    p.add_argument("--budget", type=int, default=1000, help="runs at most (default 1000)")
-    p.add_argument("--first-seed", type=int, default=1, help="the seed the search starts at")
-    p.add_argument("--depth", type=int, default=5, help="PCT depth: depth-1 change points (5)")
-    p.add_argument(
-        "--max-preempt",
-        type=duration,
-        default=0,
-        help="hold the VMM this long at most at a change point (default: PCT's drop, until "
-        "every other actor is blocked or the run ends)",
-    )
-    p.add_argument("--jitter", type=duration, default=100, help="vCPU quantum jitter (100ns)")
-    p.add_argument(
-        "--no-perturb", action="store_true", help="plain seeds only: the baseline to compare with"
-    )
-    p.add_argument("--vcpus", type=int, default=None, help="vCPUs (default: the scenario's)")
-    p.add_argument(
-        "--duration", type=duration, default=None, help="virtual time (default: the scenario's)"
-    )
-    p.add_argument("--log", metavar="PATH", help="where the failing run's log goes")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    add_cluster_options(p)
 
 
 @contextlib.contextmanager

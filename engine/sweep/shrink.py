@@ -234,14 +234,6 @@ def describe(s: Shrunk) -> str:
 # --- the command --------------------------------------------------------------------------
 
 
-def add_shrink_parser(sub: Any) -> None:
-    p = sub.add_parser("shrink", help="the smallest run that fails like a failing log")
-    p.add_argument("log", help="the failing run's session log")
-    p.add_argument("--out", metavar="PATH", help="the shrunk log (default: LOG.shrunk.jsonl)")
-    p.add_argument("--seed-tries", type=int, default=32, help="other seeds to try (default 32)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-
-
 def cmd_shrink(args: Any) -> int:
     from pathlib import Path
 

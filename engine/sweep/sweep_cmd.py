@@ -19,54 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from engine.compare_table import matrix_table
 from engine.matrix import LEGEND, MatrixRow, aggregate, run_row
-from engine.sweep.cluster import KEEP_CHOICES, Result, open_client, run_on
+from engine.sweep.cluster import Result, open_client, run_on
 from engine.sweep.grid import build_grid
 from engine.sweep.unit import RunSpec
 from engine.vmm.strategies import STRATEGIES
 
 if TYPE_CHECKING:
     from engine.sweep.store import ResultStore
-
-
-def add_cluster_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--cluster",
-        choices=("local",),
-        default="local",
-        help="a LocalCluster over this machine's cores (the default)",
-    )
-    p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes")
-    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="an existing Dask scheduler")
-    p.add_argument("--chunk", type=int, default=None, help="runs per Dask task (default: auto)")
-
-
-def add_sweep_parser(sub: Any, duration: Any) -> None:
-    p = sub.add_parser("sweep", help="a grid of runs on Dask, one Parquet row per run")
-    p.add_argument("--scenario", action="append", default=[], help="repeatable; or all")
-    p.add_argument("--strategy", action="append", default=[], help="repeatable; default all")
-    p.add_argument(
-        "--faults",
-        action="append",
-        default=[],
-        metavar="SET",
-        help="a fault set: none, or faults joined by + (repeatable; default none)",
-    )
-    p.add_argument("--seeds", default="10", help="N (seeds 1..N) or FIRST:LAST")
-    p.add_argument(
-        "--host-profile",
-        action="append",
-        default=[],
-        metavar="NAME:KEY=VALUE,...",
-        help="a model host (repeatable; default: the default host)",
-    )
-    p.add_argument("--vcpus", type=int, default=None, help="vCPUs (default: the scenario's)")
-    p.add_argument("--duration", type=duration, default=None, help="virtual time per run")
-    p.add_argument("--out", default="sweep.parquet", metavar="FILE", help="the Parquet file")
-    p.add_argument("--keep", choices=KEEP_CHOICES, default="failing", help="which runs' logs")
-    p.add_argument("--logs", metavar="DIR", help="where kept logs go (default: FILE-logs)")
-    p.add_argument("--summary", metavar="FILE", help="print the matrix of a sweep's Parquet")
-    p.add_argument("--json", action="store_true", help="with --summary: the matrix as JSON")
-    add_cluster_options(p)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -1,0 +1,100 @@
+"""The command-line options of sweep, hunt and shrink.
+
+Apart from their modules, which import Dask, trio and the whole engine: every `slotlab`
+command builds the full parser, and a mistyped option should cost the import of argparse, not
+of everything a sweep needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from engine.vmm.strategies import STRATEGIES
+
+KEEP_CHOICES = ("failing", "all", "none")
+"""Which runs' logs a sweep keeps."""
+
+
+def add_cluster_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cluster",
+        choices=("local",),
+        default="local",
+        help="a LocalCluster over this machine's cores (the default)",
+    )
+    p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="an existing Dask scheduler")
+    p.add_argument("--chunk", type=int, default=None, help="runs per Dask task (default: auto)")
+
+
+def add_sweep_parser(sub: Any, duration: Any) -> None:
+    p = sub.add_parser("sweep", help="a grid of runs on Dask, one Parquet row per run")
+    p.add_argument("--scenario", action="append", default=[], help="repeatable; or all")
+    p.add_argument("--strategy", action="append", default=[], help="repeatable; default all")
+    p.add_argument(
+        "--faults",
+        action="append",
+        default=[],
+        metavar="SET",
+        help="a fault set: none, or faults joined by + (repeatable; default none)",
+    )
+    p.add_argument("--seeds", default="10", help="N (seeds 1..N) or FIRST:LAST")
+    p.add_argument(
+        "--host-profile",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE,...",
+        help="a model host (repeatable; default: the default host)",
+    )
+    p.add_argument("--vcpus", type=int, default=None, help="vCPUs (default: the scenario's)")
+    p.add_argument("--duration", type=duration, default=None, help="virtual time per run")
+    p.add_argument("--out", default="sweep.parquet", metavar="FILE", help="the Parquet file")
+    p.add_argument("--keep", choices=KEEP_CHOICES, default="failing", help="which runs' logs")
+    p.add_argument("--logs", metavar="DIR", help="where kept logs go (default: FILE-logs)")
+    p.add_argument("--summary", metavar="FILE", help="print the matrix of a sweep's Parquet")
+    p.add_argument("--json", action="store_true", help="with --summary: the matrix as JSON")
+    add_cluster_options(p)
+
+
+def add_hunt_parser(sub: Any, duration: Any) -> None:
+    p = sub.add_parser(
+        "hunt", help="search seeds and perturbed schedules for a failing run, no fault armed"
+    )
+    p.add_argument("--scenario", default="split", help="built-in name or path to a .toml")
+    p.add_argument(
+        "--strategy",
+        default="legacy",
+        choices=list(STRATEGIES),
+        metavar="STRATEGY",
+        help="the VMM's update strategy",
+    )
+    p.add_argument("--budget", type=int, default=1000, help="runs at most (default 1000)")
+    p.add_argument("--first-seed", type=int, default=1, help="the seed the search starts at")
+    p.add_argument("--depth", type=int, default=5, help="PCT depth: depth-1 change points (5)")
+    p.add_argument(
+        "--max-preempt",
+        type=duration,
+        default=0,
+        help="hold the VMM this long at most at a change point (default: PCT's drop, until "
+        "every other actor is blocked or the run ends)",
+    )
+    p.add_argument("--jitter", type=duration, default=100, help="vCPU quantum jitter (100ns)")
+    p.add_argument(
+        "--no-perturb", action="store_true", help="plain seeds only: the baseline to compare with"
+    )
+    p.add_argument("--vcpus", type=int, default=None, help="vCPUs (default: the scenario's)")
+    p.add_argument(
+        "--duration", type=duration, default=None, help="virtual time (default: the scenario's)"
+    )
+    p.add_argument("--log", metavar="PATH", help="where the failing run's log goes")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_cluster_options(p)
+
+
+def add_shrink_parser(sub: Any) -> None:
+    p = sub.add_parser("shrink", help="the smallest run that fails like a failing log")
+    p.add_argument("log", help="the failing run's session log")
+    p.add_argument("--out", metavar="PATH", help="the shrunk log (default: LOG.shrunk.jsonl)")
+    p.add_argument("--seed-tries", type=int, default=32, help="other seeds to try (default 32)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
