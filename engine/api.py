@@ -44,7 +44,7 @@ from engine.matrix import MatrixRow
 from engine.replay import Replay
 from engine.runner import make_config, run_session
 from engine.scenarios import ScenarioError, builtin_names, load_scenario
-from engine.sim.runtime import Pacing
+from engine.sim.pacing import Pacing
 from engine.snapshot import Tracker
 from engine.units import format_ns, parse_duration
 from engine.vmm.strategies import get_strategy

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from engine.breakpoints import Breakpoints, Hit
-from engine.sim.runtime import Pacing
+from engine.sim.pacing import Pacing
 from engine.snapshot import Snapshot, Tracker
 from engine.stepping import Stepper
 

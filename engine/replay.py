@@ -21,7 +21,7 @@ from engine.events import SCHEMA_VERSION, Command, Event, Injected
 from engine.live import LiveSession
 from engine.log import SessionLog, read_log
 from engine.runner import config_from_log, replay_session
-from engine.sim.runtime import Pacing
+from engine.sim.pacing import Pacing
 from engine.snapshot import Tracker
 
 

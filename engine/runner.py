@@ -18,8 +18,8 @@ from engine.scenarios import Scenario, load_scenario, parse_scenario
 from engine.scenarios.loader import builtin_dir
 from engine.session import RunConfig, Session
 from engine.signals import run_interruptible
+from engine.sim.pacing import Pacing
 from engine.sim.perturb import Perturb
-from engine.sim.runtime import Pacing
 from engine.summary import Summary
 from engine.vmm.flatview import FlatView
 from engine.vmm.strategies import get_strategy

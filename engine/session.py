@@ -13,7 +13,8 @@ from engine.core.session import SessionCore
 from engine.events import Subscriber
 from engine.model.vcpu import Vcpu
 from engine.model.vm import VM
-from engine.sim.runtime import Pacing, Sequencer
+from engine.sim.pacing import Pacing
+from engine.sim.runtime import Sequencer
 
 
 class Session(SessionCore[ModelBackend]):

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from engine.breakpoints import Breakpoints, Hit
 from engine.checker import Checker
 from engine.events import Command, Event
-from engine.sim.runtime import Pacing
+from engine.sim.pacing import Pacing
 from engine.snapshot import Snapshot
 
 RUN_ON = 1 << 62

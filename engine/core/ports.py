@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from engine.events import EventBus
     from engine.faults import FaultSpec, Injector
     from engine.model.region import MemoryRegion
-    from engine.sim.runtime import Pacing
+    from engine.sim.pacing import Pacing
     from engine.snapshot.source import SnapshotSource
     from engine.vmm.flatview import FlatRange
     from engine.vmm.strategies import Strategy

@@ -31,6 +31,7 @@ from typing import Any
 import trio
 
 from engine.events import EventBus
+from engine.sim.pacing import Pacing
 from engine.sim.perturb import Pct
 
 INTERRUPTED = "interrupted"  # engine.signals' stop reason (the sim does not import it)
@@ -87,43 +88,6 @@ def _abort_for(actor: Actor, seq: Sequencer) -> Callable[[Any], trio.lowlevel.Ab
         return trio.lowlevel.Abort.SUCCEEDED
 
     return abort
-
-
-class Pacing:
-    """How virtual time maps to wall time. speed is virtual seconds per wall second;
-    math.inf runs flat out."""
-
-    def __init__(self, speed: float = math.inf, paused: bool = False) -> None:
-        self._speed = speed
-        self._paused = paused
-        # Read at every sleep: a plain attribute, kept current by the two setters below.
-        self.live = speed != math.inf or paused
-        # While paused, run flat out until the bus has emitted this many events ("step").
-        self.step_until_seq = -1
-        # While paused, run on until the sequencer has made this many sleep/block calls (one
-        # scheduler step); at_call is the call a paused run waits at (engine.stepping).
-        self.step_until_call = -1
-        self.at_call = 0
-        self.anchor_wall = 0.0
-        self.anchor_virtual = 0
-
-    @property
-    def speed(self) -> float:
-        return self._speed
-
-    @speed.setter
-    def speed(self, speed: float) -> None:
-        self._speed = speed
-        self.live = speed != math.inf or self._paused
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
-
-    @paused.setter
-    def paused(self, paused: bool) -> None:
-        self._paused = paused
-        self.live = self._speed != math.inf or paused
 
 
 CommandFn = Callable[[Any], None]

@@ -21,7 +21,7 @@ from engine.faults import FaultError
 from engine.log import read_log
 from engine.runner import make_config, verify_log
 from engine.session import Session
-from engine.sim.runtime import Pacing
+from engine.sim.pacing import Pacing
 
 from .helpers import one_line, run_cli
 

@@ -17,7 +17,8 @@ from engine.log import read_log
 from engine.runner import make_config
 from engine.session import Session
 from engine.sim import runtime
-from engine.sim.runtime import QUANTUM_NS, Actor, Pacing, Sequencer
+from engine.sim.pacing import Pacing
+from engine.sim.runtime import QUANTUM_NS, Actor, Sequencer
 
 
 class Toy:

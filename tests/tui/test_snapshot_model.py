@@ -12,7 +12,7 @@ import trio.testing
 from engine.model import constants as c
 from engine.runner import make_config
 from engine.session import Session
-from engine.sim.runtime import Pacing
+from engine.sim.pacing import Pacing
 from engine.snapshot import RangeView, SlotView, Snapshot, Tracker, _holes
 
 

@@ -31,8 +31,9 @@ from engine.model.host import Host
 from engine.model.vcpu import Vcpu
 from engine.model.vm import VM
 from engine.sim.clock import SequencerClock
+from engine.sim.pacing import Pacing
 from engine.sim.perturb import Pct
-from engine.sim.runtime import Actor, Pacing, Sequencer
+from engine.sim.runtime import Actor, Sequencer
 from engine.vmm.vmm import Vmm
 
 
