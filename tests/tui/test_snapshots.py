@@ -15,6 +15,7 @@ from textual.widgets import Input
 from engine.runner import make_config, run_session
 from tui.app import SlotlabApp
 from tui.options import LaunchOptions
+from tui.screens.compare import CompareScreen
 
 from .helpers import session, step_until
 from .test_compare import FakeCompare
@@ -166,7 +167,16 @@ def test_compare_screen(snap_compare: SnapCompare) -> None:
     async def run_before(pilot: Pilot[int]) -> None:
         await app.settle()
         await pilot.press("c")
-        await app.workers.wait_for_complete()
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+        # The matrix arrives from a worker thread, then as a message: wait for the rows it
+        # draws, in rounds of the app's own work, never in seconds.
+        for _ in range(100):
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            if screen.rows:
+                break
+        assert screen.rows, "the compare worker never delivered its matrix"
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
