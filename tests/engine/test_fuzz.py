@@ -102,7 +102,9 @@ def damaged(draw: st.DrawFn, data: bytes) -> bytes:
         elif op == "field":
             import msgspec
 
-            with contextlib.suppress(msgspec.DecodeError):
+            # A line an earlier damage left undecodable (bad JSON, or bad UTF-8 in a string,
+            # which msgspec reports as UnicodeDecodeError) keeps that damage instead.
+            with contextlib.suppress(msgspec.DecodeError, UnicodeDecodeError):
                 obj = msgspec.json.decode(lines[i])
                 if isinstance(obj, dict) and obj:
                     key = draw(st.sampled_from(sorted(obj)))
