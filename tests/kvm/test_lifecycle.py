@@ -15,6 +15,8 @@ import pytest
 import trio
 
 import engine
+from engine.backends.kvm import vcpu as vcpu_module
+from engine.backends.kvm.ioctl import KVM_CHECK_EXTENSION, KVM_CREATE_VCPU, kvm_ioctl
 from engine.backends.kvm.session import KvmSession
 from engine.model import constants as c
 from engine.runner import make_config
@@ -228,6 +230,47 @@ def test_a_session_interrupted_mid_run_closes_its_vm() -> None:
         signal.signal(signal.SIGINT, previous)
     assert session.vm.closed
     assert all(r.vcpu.closed for r in session.vcpu_runners)
+    assert_same_fds(fds)
+
+
+def test_a_vcpu_that_fails_half_way_through_creation_closes_its_fd(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """KVM_CREATE_VCPU succeeded and a later step of the set-up failed: the vCPU the VM never
+    got to own must not keep its fd."""
+    def failing(fd: int, request: int, arg: int | bytearray = 0) -> int:
+        if request == KVM_CHECK_EXTENSION:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return kvm_ioctl(fd, request, arg)
+
+    with engine.open_vm(backend="kvm") as vm:
+        fds = open_fds()
+        monkeypatch.setattr(vcpu_module, "kvm_ioctl", failing)
+        with raises_errno(errno.EIO):
+            vm.create_vcpu()
+        assert_same_fds(fds)
+
+
+def test_ctrl_c_the_instant_a_vcpu_fd_exists_leaks_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGINT lands between KVM_CREATE_VCPU's return and anything owning its fd, while a session
+    boots under trio: trio holds the interrupt until the vCPUs are owned, then the run stops
+    and closes them all."""
+    def interrupted(fd: int, request: int, arg: int | bytearray = 0) -> int:
+        ret = kvm_ioctl(fd, request, arg)
+        if request == KVM_CREATE_VCPU:
+            signal.raise_signal(signal.SIGINT)
+        return ret
+
+    fds = open_fds()
+    session = KvmSession(make_config("split", "inhibit", duration_ns=20_000_000_000))
+    monkeypatch.setattr(vcpu_module, "kvm_ioctl", interrupted)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trio.run(session.run)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert session.vm.closed
     assert_same_fds(fds)
 
 

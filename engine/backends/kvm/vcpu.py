@@ -131,22 +131,23 @@ class KvmVcpu:
         self._sync_regs = False
         self.returned_ns = 0
         """time.monotonic_ns() taken in the calling thread the instant KVM_RUN last returned."""
-        fd = kvm_ioctl(vm.vm_fd_checked(), KVM_CREATE_VCPU, index)
+        self.fd = kvm_ioctl(vm.vm_fd_checked(), KVM_CREATE_VCPU, index)
+        # Nothing owns this vCPU until the constructor returns, so a failure from here on
+        # releases what it took (a Ctrl-C before this line is held off: vm.create_vcpu).
         try:
             self._page = mmap.mmap(
-                fd, vm.vcpu_mmap_size(), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+                self.fd, vm.vcpu_mmap_size(), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+            )
+            # Typed views of the page: one indexing per field read on the exit path.
+            self._words = memoryview(self._page).cast("I")
+            self._qwords = memoryview(self._page).cast("Q")
+            self._can_sync_regs = bool(
+                kvm_ioctl(vm.vm_fd_checked(), KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS)
+                & KVM_SYNC_X86_REGS
             )
         except BaseException:
-            os.close(fd)
+            self._release()
             raise
-        self.fd = fd
-        # Typed views of the page: one indexing per field read on the exit path.
-        self._words = memoryview(self._page).cast("I")
-        self._qwords = memoryview(self._page).cast("Q")
-        self._can_sync_regs = bool(
-            kvm_ioctl(vm.vm_fd_checked(), KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS)
-            & KVM_SYNC_X86_REGS
-        )
 
     @property
     def page(self) -> mmap.mmap:
@@ -339,6 +340,12 @@ class KvmVcpu:
                 # Ctrl-C while closing (pthread_kill and sleep run signal handlers): finish
                 # releasing the vCPU first, then let the interrupt through.
                 interrupted = err
+        self._release()
+        if interrupted is not None:
+            raise interrupted
+
+    def _release(self) -> None:
+        """Unmap the page and close the fd, with no thread left inside KVM_RUN."""
         for view in (self._words, self._qwords):
             if view is not None:
                 view.release()
@@ -350,5 +357,3 @@ class KvmVcpu:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             os.close(fd)
-        if interrupted is not None:
-            raise interrupted

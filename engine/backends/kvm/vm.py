@@ -17,6 +17,8 @@ import os
 import struct
 from collections.abc import Callable
 
+from trio.lowlevel import enable_ki_protection
+
 from engine.backends.kvm.ioctl import (
     DIRTY_LOG,
     KVM_CHECK_EXTENSION,
@@ -97,6 +99,9 @@ class GuestMemory:
 class KvmVM:
     """One KVM VM (no vCPUs) and the memslot table its ioctls have built."""
 
+    # Under trio, a Ctrl-C is held until these return (trio's KI protection): it must not land
+    # between a syscall handing back an fd and this VM owning it, nor half-way through close.
+    @enable_ki_protection
     def __init__(self, device: str | None = None) -> None:
         self.kvm_fd = -1
         self.vm_fd = -1
@@ -122,6 +127,7 @@ class KvmVM:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @enable_ki_protection
     def close(self) -> None:
         """Release everything; safe to call twice, and after a failed __init__. A failure
         half-way still releases the rest, then raises the first error."""
@@ -156,6 +162,7 @@ class KvmVM:
             self._mmap_size = kvm_ioctl(self.kvm_fd, KVM_GET_VCPU_MMAP_SIZE)
         return self._mmap_size
 
+    @enable_ki_protection
     def create_vcpu(self, index: int | None = None) -> KvmVcpu:
         """KVM_CREATE_VCPU and its kvm_run mapping; owned (and closed) by the VM."""
         self._vm()
