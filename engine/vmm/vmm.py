@@ -345,16 +345,21 @@ class Vmm:
         """address_space_rw() through the published FlatView (the old one while a transaction
         is in flight, so an access taken in the update window still lands in RAM). Returns
         the value a read completes with (unassigned reads as all ones, a dropped one as 0)."""
-        served = self.access_mmio(vcpu, as_id, gpa, is_write, data, size)
-        self.bus.emit(served)
-        return served.data
+        target, name, value = self.access_mmio(as_id, gpa, is_write, data, size)
+        self.bus.emit(
+            MmioServed(
+                vcpu=vcpu, gpa=gpa, is_write=is_write, data=value, target=target, region=name
+            )
+        )
+        return value
 
     def access_mmio(
-        self, vcpu: int, as_id: int, gpa: int, is_write: bool, data: int, size: int
-    ) -> MmioServed:
-        """serve_mmio() without emitting: a backend whose vCPU threads serve their own exits
-        (as QEMU's kvm_cpu_exec() does) emits the event later, from the event loop. Reads only
-        the published FlatView (one reference, replaced whole, like QEMU's RCU-read one)."""
+        self, as_id: int, gpa: int, is_write: bool, data: int, size: int
+    ) -> tuple[str, str, int]:
+        """serve_mmio() without the event: the target, the region's name and the value (a
+        write's own). A backend whose vCPU threads serve their own exits (as QEMU's
+        kvm_cpu_exec() does) builds MmioServed later, in the event loop. Reads only the
+        published FlatView (one reference, replaced whole, like QEMU's RCU-read one)."""
         target, name, ram = self.route_mmio(as_id, gpa, is_write)
         if is_write:
             if ram is not None:
@@ -363,9 +368,7 @@ class Vmm:
             data = self.ram.read(ram.hva_of(gpa), size)
         else:
             data = 0 if target == "dropped" else (1 << (8 * size)) - 1
-        return MmioServed(
-            vcpu=vcpu, gpa=gpa, is_write=is_write, data=data, target=target, region=name
-        )
+        return target, name, data
 
     def vcpu_died(self, exit_name: str, vcpu: int, rip: int) -> None:
         """An exit the guest cannot survive (shutdown, internal error, a crash)."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, cast
 
 import trio
 
-from engine.backends.kvm.serve import RawExit, VcpuThread
+from engine.backends.kvm.serve import RawExit, ServedExit, VcpuThread
 from engine.backends.kvm.session import KvmSession
 from engine.events import Event, Exit, MmioServed, VmStopped
 from engine.model import constants as c
@@ -35,13 +35,10 @@ class _Device:
         self.accesses = 0
 
     def access_mmio(
-        self, vcpu: int, as_id: int, gpa: int, is_write: bool, data: int, size: int
-    ) -> MmioServed:
+        self, as_id: int, gpa: int, is_write: bool, data: int, size: int
+    ) -> tuple[str, str, int]:
         self.accesses += 1
-        value = data if is_write else DEVICE_VALUE
-        return MmioServed(
-            vcpu=vcpu, gpa=gpa, is_write=is_write, data=value, target="device", region="doorbell"
-        )
+        return "device", "doorbell", data if is_write else DEVICE_VALUE
 
 
 def test_doorbell_reads_are_answered_in_the_vcpu_thread_without_handing_off() -> None:
@@ -52,7 +49,7 @@ def test_doorbell_reads_are_answered_in_the_vcpu_thread_without_handing_off() ->
         vcpu = vm.create_vcpu(0)
         vcpu.setup_flat_real_mode(CODE)
         device = _Device()
-        posted: list[RawExit] = []
+        posted: list[ServedExit] = []
         thread = VcpuThread(vcpu, cast("Vmm", device), threading.Lock(), 0, posted.append,
                             lambda: 0)  # fmt: skip
         handed: list[RawExit] = []
@@ -74,8 +71,8 @@ def test_doorbell_reads_are_answered_in_the_vcpu_thread_without_handing_off() ->
         assert len(handed) == 1
         assert handed[0].reason in (c.KVM_EXIT_INTR, c.KVM_EXIT_MMIO)
         assert thread.served_here == len(posted) >= 3
-        assert all(p.mmio is not None and p.mmio.phys_addr == DOORBELL for p in posted)
-        assert all(p.served is not None and p.served.data == DEVICE_VALUE for p in posted)
+        assert all(p.phys_addr == DOORBELL and not p.is_write for p in posted)
+        assert all(p.data == DEVICE_VALUE and p.target == "device" for p in posted)
         assert device.accesses == thread.served_here
         stamps = [p.at_ns for p in posted]
         assert stamps == sorted(stamps)

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from engine.backends.kvm.serve import RawExit, VcpuThread, serve_mmio
+from engine.backends.kvm.serve import RawExit, ServedExit, VcpuThread, serve_mmio
 from engine.backends.kvm.vcpu import KvmVcpu
 from engine.backends.kvm.x86 import X86Program
 from engine.core.ports import VcpuTotals
-from engine.events import Exit, Fault, classify_internal
+from engine.events import Exit, Fault, MmioServed, classify_internal
 from engine.model import constants as c
 
 if TYPE_CHECKING:
@@ -248,32 +248,38 @@ class KvmVcpuRunner:
         self.bus.emit_at(exit, self._at)
         return name
 
-    def _post(self, raw: RawExit) -> None:
+    def _post(self, served: ServedExit) -> None:
         """From the vCPU thread: an exit it served, for the event loop to report."""
-        self.bus.inbox.post(raw.at_ns, lambda: self._report_mmio(raw))
+        self.bus.inbox.post(served.at_ns, self._report_mmio, served)
 
-    def _report_mmio(self, raw: RawExit) -> None:
+    def _report_mmio(self, served: ServedExit) -> None:
         """The events of a served MMIO exit, at the thread's stamps: the fault the exit implies
         and the exit when KVM_RUN returned, the VMM's service when it was done."""
-        m, served = raw.mmio, raw.served
-        assert m is not None
-        assert served is not None
-        self._at = raw.at_ns
-        self.rip = self.program.model_of(raw.rip)
+        self._at = served.at_ns
+        self.rip = self.program.model_of(served.rip)
+        phys, is_write = served.phys_addr, served.is_write
         self._fault(
-            m.phys_addr,
-            "write" if m.is_write else "read",
-            "readonly_mmio" if raw.rom_write else "mmio",
+            phys,
+            "write" if is_write else "read",
+            "readonly_mmio" if served.rom_write else "mmio",
         )
         self._exit(
-            raw.reason,
+            c.KVM_EXIT_MMIO,
             self.rip,
-            phys_addr=m.phys_addr,
-            len=m.len,
-            is_write=m.is_write,
-            data=m.value if m.is_write else 0,
+            phys_addr=phys,
+            len=served.len,
+            is_write=is_write,
+            data=served.written,
         )
-        self.bus.emit_at(served, raw.served_ns)
+        event = MmioServed(
+            vcpu=self.index,
+            gpa=phys,
+            is_write=is_write,
+            data=served.data,
+            target=served.target,
+            region=served.region,
+        )
+        self.bus.emit_at(event, served.served_ns)
 
     def _handle(self, raw: RawExit) -> bool:
         """One exit, as the model's vCPU and VcpuRunner report it; False when the vCPU stops."""
@@ -283,9 +289,7 @@ class KvmVcpuRunner:
         rip = self.program.model_of(raw.rip)
         self.rip = rip
         if raw.reason == c.KVM_EXIT_MMIO:
-            if raw.served is None:
-                serve_mmio(self.vcpu, vmm, self.control.bql, self.index, raw)
-            self._report_mmio(raw)
+            self._report_mmio(serve_mmio(self.vcpu, vmm, self.control.bql, raw))
             return True
         if raw.reason == c.KVM_EXIT_INTR:
             self._exit(raw.reason, rip)
