@@ -13,7 +13,10 @@ from typing import Any
 
 import msgspec
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+"""The newest log schema. 4 differs from 3 only in a perturbed run's header, whose
+`perturb.steps` changes what its change points count: a replay that ignored it would take
+another schedule. A log without it is still written as 3 (engine.log.header_schema)."""
 
 
 class Event(msgspec.Struct, tag_field="kind", kw_only=True, gc=False):

@@ -21,12 +21,23 @@ from engine.logio import LogIOError, display_name, log_lines, open_sink
 from engine.sim.perturb import Perturb
 from engine.summary import Summary
 
-READABLE_SCHEMAS = (1, 2, SCHEMA_VERSION)
+READABLE_SCHEMAS = (1, 2, 3, SCHEMA_VERSION)
 """Schema 1 differs from 2 only in its verdict line's summary, which recorded the log's path.
 Schema 2 differs from 3 in what t is: the emitting actor's own clock, which could go backwards
 along seq (3 stamps the log's order and keeps the actor's clock in actor_t), and in the verdict
 line's update-latency percentiles (nearest rank from 3 on). Both read, report and export; only
-the current schema verifies (engine/verify.py)."""
+schemas stamped as this engine stamps verify (engine/verify.py)."""
+REPLAYABLE_SCHEMAS = (3, SCHEMA_VERSION)
+"""The schemas whose times this engine writes again on replay (4 differs from 3 only in a
+perturbed run's header)."""
+
+
+def header_schema(perturb: Perturb | None) -> int:
+    """The oldest schema that describes a run's log. Only a header with `perturb.steps` needs 4:
+    a slotlab that reads 3 and not 4 would replay it on another schedule, so it must refuse it,
+    while every other log stays byte for byte what schema 3 wrote."""
+    return SCHEMA_VERSION if perturb is not None and perturb.at_gaps else 3
+
 
 FLUSH_SECONDS = 0.1
 FLUSH_BYTES = 1 << 16

@@ -17,9 +17,9 @@ import math
 import msgspec
 
 from engine.core.config import RunConfig
-from engine.events import SCHEMA_VERSION, Command, Event, Injected
+from engine.events import Command, Event, Injected
 from engine.live import LiveSession
-from engine.log import SessionLog, read_log
+from engine.log import REPLAYABLE_SCHEMAS, SessionLog, read_log
 from engine.runner import config_from_log, replay_session
 from engine.sim.pacing import Pacing
 from engine.snapshot import Tracker
@@ -138,9 +138,9 @@ class Replay:
         if m is None:
             return ""
         schema = self.log.header.schema
-        if schema != SCHEMA_VERSION and m.first_mismatch >= 0:
-            # This engine stamps t as schema SCHEMA_VERSION does (docs/log-format.md).
-            return f"a schema {schema} log: replayed with schema {SCHEMA_VERSION} times"
+        if schema not in REPLAYABLE_SCHEMAS and m.first_mismatch >= 0:
+            # This engine stamps t as schema 3 does (docs/log-format.md).
+            return f"a schema {schema} log: replayed with schema {REPLAYABLE_SCHEMAS[0]} times"
         if m.first_mismatch >= 0:
             return f"DIVERGED from the log at event {m.first_mismatch}"
         return f"identical to the log so far ({m.count}/{self.total})"

@@ -18,8 +18,9 @@ import msgspec
 import trio
 
 from engine.checker import Verdict
-from engine.events import SCHEMA_VERSION, Command, Event, Violation
+from engine.events import Command, Event, Violation
 from engine.log import (
+    REPLAYABLE_SCHEMAS,
     Header,
     LogError,
     LogItem,
@@ -141,12 +142,12 @@ def verify_streaming(path: str) -> VerifyResult:
             f"{path}:1: a --backend kvm run is wall-clock and nondeterministic and cannot be "
             f"replayed or verified; judge it with `slotlab check {path}`"
         )
-    if log.header.schema != SCHEMA_VERSION:
+    if log.header.schema not in REPLAYABLE_SCHEMAS:
         # Replay re-executes under this engine, which stamps t (and rounds percentiles) as
-        # schema SCHEMA_VERSION does: an older log's bytes cannot come out again.
+        # schema 3 does: an older log's bytes cannot come out again.
         raise LogError(
             f"{path}:1: a schema {log.header.schema} log, recorded by an older slotlab "
-            f"({log.header.tool}): its replay here writes schema {SCHEMA_VERSION} times, so it "
+            f"({log.header.tool}): its replay here writes schema {REPLAYABLE_SCHEMAS[0]} times, so it "
             f"cannot verify byte for byte; `slotlab check {path}` re-judges its events"
         )
     try:

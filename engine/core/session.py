@@ -27,9 +27,9 @@ from engine.checker import Verdict
 from engine.core.config import RunConfig, actor_rng
 from engine.core.driver import ScenarioDriver
 from engine.core.ports import Backend, Machine, RunContext, VcpuTotals
-from engine.events import SCHEMA_VERSION, Event, Subscriber
+from engine.events import Event, Subscriber
 from engine.faults import FaultError, Injector, check_targets, parse_fault
-from engine.log import Header, LogWriter, VerdictLine
+from engine.log import Header, LogWriter, VerdictLine, header_schema
 from engine.signals import INTERRUPTED, explanation
 from engine.summary import Summary, build_summary
 from engine.vmm.flatview import FlatView
@@ -93,7 +93,7 @@ class SessionCore(Generic[B]):
     def header(self) -> Header:
         cfg = self.config
         return Header(
-            schema=SCHEMA_VERSION,
+            schema=header_schema(cfg.perturb),
             tool=f"slotlab {__version__}",
             seed=cfg.seed,
             scenario=cfg.scenario.name,

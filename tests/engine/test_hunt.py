@@ -97,6 +97,26 @@ def test_a_perturbed_run_replays_and_differs(rare: str, tmp_path: Path) -> None:
     assert b'"perturb":{"seed":3' in b.log.split(b"\n", 1)[0]
 
 
+def test_only_a_log_whose_header_needs_perturb_steps_is_schema_4(rare: str, tmp_path: Path) -> None:
+    """`steps` changes what a perturbed header's change points count, so a slotlab that reads
+    schema 3 only must refuse such a log rather than replay it on another schedule; every other
+    log stays what schema 3 wrote, byte for byte."""
+    runs = {
+        "plain": None,
+        "before 2 Dec 2026": Perturb(seed=3, jitter_ns=300, points=[(40, 30_000)]),
+        "gaps": Perturb(seed=3, jitter_ns=300, points=[(1, 0)], steps=GAPS),
+    }
+    schemas = {}
+    for name, perturb in runs.items():
+        out = execute(RunSpec(scenario=rare, strategy="legacy", seed=3, perturb=perturb), True)
+        assert out.log is not None
+        schemas[name] = msgspec.json.decode(out.log.split(b"\n", 1)[0])["schema"]
+        log = tmp_path / f"{len(schemas)}.jsonl"
+        log.write_bytes(out.log)
+        assert verify_log(str(log)).ok, name
+    assert schemas == {"plain": 3, "before 2 Dec 2026": 3, "gaps": 4}
+
+
 def test_a_dropped_vmm_runs_again_only_once_every_vcpu_is_blocked(
     rare: str, tmp_path: Path
 ) -> None:
