@@ -238,6 +238,7 @@ def test_a_vcpu_that_fails_half_way_through_creation_closes_its_fd(
 ) -> None:
     """KVM_CREATE_VCPU succeeded and a later step of the set-up failed: the vCPU the VM never
     got to own must not keep its fd."""
+
     def failing(fd: int, request: int, arg: int | bytearray = 0) -> int:
         if request == KVM_CHECK_EXTENSION:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
@@ -255,6 +256,7 @@ def test_ctrl_c_the_instant_a_vcpu_fd_exists_leaks_nothing(monkeypatch: pytest.M
     """SIGINT lands between KVM_CREATE_VCPU's return and anything owning its fd, while a session
     boots under trio: trio holds the interrupt until the vCPUs are owned, then the run stops
     and closes them all."""
+
     def interrupted(fd: int, request: int, arg: int | bytearray = 0) -> int:
         ret = kvm_ioctl(fd, request, arg)
         if request == KVM_CREATE_VCPU:
