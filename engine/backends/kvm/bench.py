@@ -9,10 +9,12 @@
   loop (engine/bench/kvm_race.py); the medians of runs alternating between the two are
   compared. Both answer the guest's doorbell exits in the vCPU thread and go straight back
   into KVM_RUN (slotlab as QEMU's kvm_cpu_exec() does, serve.py); slotlab also takes each
-  exit's RIP from kvm_run (KVM_CAP_SYNC_REGS) and posts its events to the event loop, which
-  shares the GIL. The two do not start the race in the same phase: the plain loop issues its
-  first DELETE the moment both vCPUs have exited once (both are out of KVM_RUN, held by its
-  barrier), slotlab's VMM when its schedule says, with the vCPUs wherever their loop has them.
+  exit's RIP from kvm_run (KVM_CAP_SYNC_REGS) and posts one record per exit, which the event
+  loop (sharing the GIL) turns into events. The two do not start the race in the same phase:
+  the plain loop issues its first DELETE the moment both vCPUs have exited once (both are out
+  of KVM_RUN, held by its barrier), slotlab's VMM when its schedule says, with the vCPUs
+  wherever their loop has them (letting the plain loop's vCPUs run one period first moved its
+  median by 5%, docs/performance.md).
 - pause latency of the inhibit strategy (kick to the last vCPU's return from KVM_RUN, both
   stamped in the thread that made the syscall) for 1 to 4 vCPUs.
 
