@@ -18,8 +18,8 @@
 - pause latency of the inhibit strategy (kick to the last vCPU's return from KVM_RUN, both
   stamped in the thread that made the syscall) for 1 to 4 vCPUs.
 
-Each side is timed per call and the medians are compared, so one scheduling hiccup does not
-move a figure. C and Python alternate three times and the ratio uses the middle of each side's
+Each side is timed per call (per race for the crash: RACES of each) and the medians are
+compared, so one scheduling hiccup does not move a figure. C and Python alternate three times and the ratio uses the middle of each side's
 three medians. The two C ratios and the crash ratio carry targets; the rest are reported.
 """
 
@@ -50,6 +50,11 @@ GUEST_OUT_LOOP = b"\xe6\x10\xeb\xfc"  # out 0x10, al; jmp $-2
 CODE_GPA = 0x1000
 EXTRA_GPA, EXTRA_SIZE = 0x100000, 0x10000
 WARMUP = 200
+RACES, RACES_QUICK = 100, 20
+"""Races per side for the time to first crash. Its distribution has a fast mode (about
+0.05-0.3 ms) and a slow one (0.4-8 ms); with 15 per side the median moved with how many races
+fell in the slow mode, and the ratio read 0.65x to 5.1x within half an hour on a loaded
+machine, against 1.04x to 1.67x with 100 (docs/performance.md). A race costs a few ms."""
 
 
 def _build_c(tmp: Path) -> Path:
@@ -233,7 +238,7 @@ def run_kvm_benchmarks(quick: bool) -> list[Measure]:
                     limit=RATIO_LIMIT,
                 )
             )
-    out.extend(race_versus_plain(5 if quick else 15))
+    out.extend(race_versus_plain(RACES_QUICK if quick else RACES))
     for vcpus in (1, 2, 3, 4):
         lat = sorted(_pause_us(vcpus, 40 if quick else 200))
         if not lat:
