@@ -7,10 +7,10 @@ Three races in Textual 8.2.8, all found by the 10,000-random-keys test:
   app down. Here such a key does nothing.
 - Screen.dismiss pops the top screen, whichever it is, so a dialog dismissed twice in one
   burst of keys (two Enters) pops the screen under it. Here a second dismiss does nothing.
-- The palette's search worker, and its "no matches" timer, can finish after the palette has
-  been dismissed and its widgets removed; their last update then looks the command list up
-  and raises NoMatches, which takes the app down. Here that update is dropped: nobody can
-  see the list. The same holds for every message, key binding and search the palette was
+- The palette's search worker, and its timers ("no matches", busy), can finish after the
+  palette has been dismissed and its widgets removed; their last update then looks the command
+  list up and raises NoMatches, which takes the app down. Here that update is dropped: nobody
+  can see the list. The same holds for every message, key binding and search the palette was
   sent before it closed (an Enter, a down arrow, letters typed in the same burst as Escape):
   a NoMatches from a palette that is no longer the open screen is dropped.
 
@@ -24,6 +24,7 @@ screen is never stacked twice, and nothing is pushed over an open dialog.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -33,6 +34,7 @@ from textual.command import CommandPalette
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
+from textual.timer import Timer, TimerCallback
 from textual.widgets import OptionList
 
 
@@ -81,21 +83,28 @@ class Palette(CommandPalette):
         with contextlib.suppress(NoMatches):
             await super()._watch__show_busy()
 
-    def _start_no_matches_countdown(self, search_value: str) -> None:
-        # Its timer can fire while the closing palette's widgets are being removed; "No
-        # matches found" then has no list to go into (NoMatches). Nobody can see it: drop it.
-        super()._start_no_matches_countdown(search_value)
-        timer = self._no_matches_timer
-        if timer is None:
-            return
-        show = timer._callback
+    def set_timer(
+        self,
+        delay: float,
+        callback: TimerCallback | None = None,
+        *,
+        name: str | None = None,
+        pause: bool = False,
+    ) -> Timer:
+        # A timer hands its callback to call_next when it fires, so the callback runs later
+        # still, maybe once the closing palette's widgets are gone: "No matches found" then
+        # has no list to go into. The guard goes on the callback itself, not the hand-over.
+        if callback is None:
+            return super().set_timer(delay, name=name, pause=pause)
+        fire = callback
 
-        def guarded() -> None:
-            with contextlib.suppress(NoMatches):
-                # Timer's callback type admits coroutine functions; this one is synchronous.
-                show()  # type: ignore[misc]
+        async def guarded() -> None:
+            with self._unless_open():
+                result = fire()
+                if inspect.isawaitable(result):
+                    await result
 
-        timer._callback = guarded
+        return super().set_timer(delay, guarded, name=name, pause=pause)
 
     def _action_command_list(self, action: str) -> None:
         with contextlib.suppress(KeyError), self._unless_open():

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 from textual import events
+from textual.command import CommandList
 from textual.drivers.headless_driver import HeadlessDriver
 from textual.geometry import Size
 from textual.keys import _get_unicode_name_from_key
+from textual.pilot import Pilot
 
 from engine.api import MatrixRow
 from tui.app import SlotlabApp
@@ -171,19 +173,45 @@ async def test_start_up_objects_are_frozen_for_the_apps_lifetime(app_factory: Ap
     assert gc.get_freeze_count() == 0
 
 
+async def open_palette(app: SlotlabApp, pilot: Pilot[Any], typed: str) -> Palette:
+    await settle(app, pilot)
+    await pilot.press("ctrl+p", *typed)
+    palette = app.screen
+    assert isinstance(palette, Palette)
+    return palette
+
+
 @pytest.mark.asyncio
 async def test_a_palette_search_ending_after_escape_is_harmless(app_factory: AppFactory) -> None:
     """The palette's search worker may report after the palette is gone (found by the random
     keys): its last update must not take the app down."""
     app = app_factory()
     async with app.run_test(size=(100, 30)) as pilot:
-        await settle(app, pilot)
-        await pilot.press("ctrl+p", *"pause")
-        palette = app.screen
-        assert isinstance(palette, Palette)
+        palette = await open_palette(app, pilot, "pause")
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen is not palette
         palette._list_visible = not palette._list_visible  # what the late worker does
+        await settle(app, pilot)
+        assert app.is_running
+
+
+@pytest.mark.asyncio
+async def test_a_palette_timer_firing_as_the_palette_closes_is_harmless(
+    app_factory: AppFactory,
+) -> None:
+    """A widget's timer hands its callback to call_next when it fires, so the callback runs
+    later still: the palette's "No matches found" ran once its command list was gone, which
+    took the app down (found by the 2,000-key soak, seed 40000)."""
+    app = app_factory()
+    async with app.run_test(size=(100, 30)) as pilot:
+        palette = await open_palette(app, pilot, "zzzq")
+        palette._slotlab_dismissed = True  # what dismiss() marks first: the palette is closing
+        await palette.query_one(CommandList).remove()
+        palette._start_no_matches_countdown("zzzq")
+        timer = palette._no_matches_timer
+        assert timer is not None
+        timer.stop()  # fired here, not after half a second of wall time
+        await timer._tick(next_timer=0, count=0)
         await settle(app, pilot)
         assert app.is_running
