@@ -19,8 +19,9 @@
   stamped in the thread that made the syscall) for 1 to 4 vCPUs.
 
 Each side is timed per call (per race for the crash: RACES of each) and the medians are
-compared, so one scheduling hiccup does not move a figure. C and Python alternate three times and the ratio uses the middle of each side's
-three medians. The two C ratios and the crash ratio carry targets; the rest are reported.
+compared, so one scheduling hiccup does not move a figure. C and Python alternate three
+times and the ratio uses the middle of each side's three medians. The two C ratios and the
+crash ratio carry targets; the rest are reported.
 """
 
 from __future__ import annotations
