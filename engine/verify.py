@@ -147,8 +147,8 @@ def verify_streaming(path: str) -> VerifyResult:
         # schema 3 does: an older log's bytes cannot come out again.
         raise LogError(
             f"{path}:1: a schema {log.header.schema} log, recorded by an older slotlab "
-            f"({log.header.tool}): its replay here writes schema {REPLAYABLE_SCHEMAS[0]} times, so it "
-            f"cannot verify byte for byte; `slotlab check {path}` re-judges its events"
+            f"({log.header.tool}): its replay here writes schema {REPLAYABLE_SCHEMAS[0]} times, "
+            f"so it cannot verify byte for byte; `slotlab check {path}` re-judges its events"
         )
     try:
         config_from_header(log.header)
