@@ -71,6 +71,24 @@ def test_a_crash_on_one_side_names_the_race() -> None:
     assert all("probabilistic" in d["cause"] for d in diffs)
 
 
+def test_crashes_on_both_sides_at_different_rates_name_the_race() -> None:
+    """Found under load: a real run of 100 ms that met no window made kvm 1 crash in 2, which
+    was called "unexplained" whenever its tie came out `ok`."""
+    model = row({"crashed": 2}, crash=1.0, KVM_EXIT_INTERNAL_ERROR=2)
+    for verdicts in ({"ok": 1, "crashed": 1}, {"crashed": 1, "ok": 1}, {"ok": 2, "crashed": 1}):
+        kvm = row(verdicts, crash=verdicts["crashed"] / sum(verdicts.values()),
+                  KVM_EXIT_INTERNAL_ERROR=1)  # fmt: skip
+        diffs = differences(model, kvm)
+        if verdicts["ok"] == verdicts["crashed"]:
+            # A tie goes to the same verdict whichever run finished first.
+            assert diffs == []
+            continue
+        (d,) = diffs
+        assert d["what"] == "verdict: model crashed, kvm ok"
+        assert d["cause"].startswith("the fetch race is probabilistic")
+        assert "crashed in 1 of 3 kvm runs and 2 of 2 model runs" in d["cause"]
+
+
 def test_different_verdicts_with_the_same_exits_are_unexplained() -> None:
     model = row({"violation": 5}, crash=0.0)
     kvm = row({"ok": 5}, crash=0.0)

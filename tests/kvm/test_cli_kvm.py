@@ -115,11 +115,22 @@ def test_compare_both_puts_model_and_kernel_side_by_side() -> None:
     rows = {row["strategy"]: row for row in out["scenarios"]["split"]}
     assert set(rows) == {"legacy", "inhibit"}
     assert rows["legacy"]["model"]["verdicts"] == {"crashed": 2}
-    assert rows["legacy"]["kvm"]["verdicts"] == {"crashed": 2}
+    # A real run of 100 ms meets a DELETE..CREATE window only as the host schedules it: under
+    # load a run met none (test_race.py asserts the crash over a budget of updates instead).
+    # Either way compare must say so with the race as the cause, never "unexplained".
+    kvm_legacy = rows["legacy"]["kvm"]["verdicts"]
+    assert set(kvm_legacy) <= {"crashed", "ok"}
+    assert sum(kvm_legacy.values()) == 2
+    if kvm_legacy == {"crashed": 2}:
+        assert rows["legacy"]["agree"]
+        assert rows["legacy"]["differences"] == []
+    for d in rows["legacy"]["differences"]:
+        assert d["cause"].startswith("the fetch race is probabilistic"), d
     assert rows["inhibit"]["kvm"]["verdicts"] == {"ok": 2}
-    assert out["unexplained"] == 0
-    assert rows["legacy"]["agree"]
-    assert rows["legacy"]["differences"] == []
+    # Seen once under load and not since: say which difference, on what counts.
+    assert out["unexplained"] == 0, [
+        (name, r["differences"], r["kvm"]["exits"], r["model"]["exits"]) for name, r in rows.items()
+    ]
     # Under inhibit, whether a paused guest got to poll its device at all in 100 ms of a loaded
     # host is the host's scheduling (each KVM_RUN between two pauses can meet the next kick
     # first); the kernel showed 0 such exits in 2 of ~21 runs. That one difference is allowed,
@@ -128,10 +139,10 @@ def test_compare_both_puts_model_and_kernel_side_by_side() -> None:
         assert d["what"].startswith("KVM_EXIT_MMIO: model ")
         assert d["what"].endswith(", kvm 0")
         assert "barely ran" in d["cause"]
-    assert out["disagreements"] == (1 if rows["inhibit"]["differences"] else 0)
+    assert out["disagreements"] == sum(not r["agree"] for r in rows.values())
     assert out["model_profile"] == matching_profile(kvm_module())
     legacy = rows["legacy"]["facts"]
-    assert legacy["kvm"]["internal_errors"] > 0
+    assert legacy["kvm"]["internal_errors"] >= kvm_legacy.get("crashed", 0)
     assert legacy["model"]["internal_errors"] > 0
     assert any(line.startswith("strategy atomic-list: needs") for line in out["refused"])
 
