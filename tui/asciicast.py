@@ -3,7 +3,8 @@
 The TUI runs headless at the chosen size, paused; each frame seeks the replay to the last
 event at or before that frame's virtual time and records the screen. So a frame's content
 depends only on the log, the size, the speed and the frame rate, never on how fast this
-machine is, and two exports of one log are identical. The last frame is the finished run,
+machine is, and two exports of one log are identical. A frame at or past the last event waits
+for the run's end itself, since the verdict reaches the screen only then. The last frame is the finished run,
 with its verdict on screen.
 
 asciicast v2: a header line, then `[time, "o", data]` with absolute times. v3: the header
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import io
 import json
 from typing import Any
@@ -26,6 +28,7 @@ from tui.options import LaunchOptions
 from tui.screens.replay import ReplayScreen
 
 MAX_FRAMES = 5000
+END_WAIT_S = 60.0
 HOME = "\x1b[H"
 HIDE_CURSOR = "\x1b[?25l"
 
@@ -70,6 +73,11 @@ async def _record(
             target = bisect.bisect_right(times, k * step_ns)
             last = k == frames_needed - 1
             await (screen.action_to_end() if last else screen.seek(target))
+            if last or target == len(times):
+                # Past its last event the run ends by itself, and its verdict reaches the
+                # screen only once it has: settle() would return as soon as trio looks idle,
+                # which under load can be before that.
+                await _run_end(app)
             await app.settle()
             await pilot.pause()
             frame = _frame(app)
@@ -77,6 +85,13 @@ async def _record(
                 frames.append((k / fps, frame))
         app.exit()
     return frames
+
+
+async def _run_end(app: SlotlabApp) -> None:
+    """Until the replayed run has ended; bounded only so that a run that somehow never ends
+    cannot hang the export (its frame is then taken as it stands)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(app.host.wait_done(), END_WAIT_S)
 
 
 def encode(frames: list[tuple[float, str]], size: tuple[int, int], version: int, title: str) -> str:

@@ -15,6 +15,7 @@ import pytest
 
 from engine.log import read_log
 from tui.cli import main as slotlab
+from tui.engine_host import EngineHost
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -86,6 +87,25 @@ def test_v3_parses_and_is_the_same_recording(verdict_logs: dict[str, Path], tmp_
     again = tmp_path / "ok.v3.again.cast"
     _export(verdict_logs["ok"], again, "--speed", "1e-3", "--asciicast-version", "3")
     assert again.read_bytes() == v3.read_bytes()
+
+
+@pytest.mark.slow  # a full export
+def test_a_frame_at_the_end_waits_for_the_run_to_end(
+    verdict_logs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """settle() returns once trio looks idle, which under load came before the finished run
+    reached the screen: one export of two differed in a frame at the end. Here settle()
+    returns at once, the worst case: the frames at the end still show the verdict."""
+
+    async def at_once(self: EngineHost) -> None:
+        return None
+
+    monkeypatch.setattr(EngineHost, "settle", at_once)
+    out = tmp_path / "ok.cast"
+    _export(verdict_logs["ok"], out, "--speed", "1e-3")
+    last = ANSI.sub("", json.loads(out.read_text().splitlines()[-1])[2])
+    assert "REPLAY FINISHED" in last
+    assert "OK" in last
 
 
 def test_v3_parser_refuses_a_v2_file() -> None:
