@@ -68,25 +68,9 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message}\n")
 
 
-def _int_in(lo: int, hi: int) -> Any:
-    """An argparse type: an integer in lo..hi, or a one-line error saying so."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text, 0)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"must be {lo}..{hi}, not {value}")
-        return value
-
-    parse.__name__ = "integer"
-    return parse
-
-
 def _bounded(bound: limits.Bound) -> Any:
     """An argparse type for one of engine.limits' bounds (the same for files and headers)."""
-    return _int_in(bound.lo, bound.hi)
+    return bound.argtype()
 
 
 SEED = _bounded(limits.SEED)

@@ -7,8 +7,6 @@ engine/backends/kvm/compare.py.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
 import msgspec
@@ -22,17 +20,8 @@ from engine.vmm.strategies import STRATEGIES
 
 
 def capped_jobs(jobs: int, force: bool) -> int:
-    """More worker processes than CPUs only slows every run down (64 on 2 cores started 33
-    processes): cap at the CPU count, saying so, unless the user insists."""
-    limits.JOBS.check(jobs, "--jobs")
-    cpus = os.cpu_count() or 1
-    if jobs <= cpus or force:
-        return jobs
-    print(
-        f"slotlab: --jobs {jobs} capped at {cpus}, the CPUs here (--force-jobs to insist)",
-        file=sys.stderr,
-    )
-    return cpus
+    """--jobs capped at the CPU count, saying so, unless --force-jobs."""
+    return limits.capped_at_cpus(limits.JOBS, jobs, "--jobs", force)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -8,7 +8,11 @@ A bound is checked before the value is used; the caller adds where it came from 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import os
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from engine.model import constants as c
@@ -43,6 +47,22 @@ class Bound:
     def span(self) -> str:
         return f"{self.lo}..{self.hi}"
 
+    def argtype(self) -> Callable[[str], int]:
+        """An argparse type: an integer (any base Python reads) within the bound, or a one-line
+        error saying so (`slotlab sweep: argument --chunk: must be 1..100000, not -1`)."""
+
+        def parse(text: str) -> int:
+            try:
+                value = int(text, 0)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+            if not self.lo <= value <= self.hi:
+                raise argparse.ArgumentTypeError(f"must be {self.span()}, not {_short(value)}")
+            return value
+
+        parse.__name__ = "integer"
+        return parse
+
 
 def _what(name: str, where: str) -> str:
     """`--vcpus` (an option names itself), `f.toml:3: vcpus`, or just `vcpus`."""
@@ -71,6 +91,20 @@ JOBS = Bound("jobs", 1, 256, "worker processes; capped at the CPU count unless f
 SEEDS = Bound("seeds", 1, 100_000, "runs per strategy in a compare")
 PORT = Bound("port", 1, 65535, "a TCP port")
 STEP = Bound("step", 1, 1_000_000_000, "events a paused run advances by")
+
+# --- sweeps, hunts and shrinks (engine/sweep) ----------------------------------------------
+
+WORKERS = Bound(
+    "workers", 1, JOBS.hi, "Dask worker processes; capped at the CPU count unless forced"
+)
+HUNT_WORKERS = Bound("workers", 0, JOBS.hi, "as a sweep's --workers; 0 hunts in this process")
+CHUNK = Bound(
+    "chunk", 1, 100_000, "runs per Dask task; one task is one worker's, so more only idles others"
+)
+SWEEP_RUNS = Bound("runs", 1, 1_000_000, "a sweep's grid is built in memory, about 200 bytes a run")
+BUDGET = Bound("budget", 1, 1_000_000, "a hunt's runs are planned up front, as a sweep's grid")
+DEPTH = Bound("depth", 1, 64, "PCT depth: depth-1 change points, each on a step of the run")
+SEED_TRIES = Bound("seed_tries", 0, 100_000, "other seeds shrink re-runs, one run each")
 
 # --- faults (`--fault`, fault files, injections, a log header's faults) --------------------
 
@@ -134,6 +168,29 @@ def check_host_option(key: str, value: Any, where: str = "") -> Any:
         return value
     known = ", ".join([*HOST_NAMES, *HOST_INTS, *HOST_FLAGS, *HOST_CHOICES])
     raise LimitError(f"unknown host option {key!r} (known: {known})")
+
+
+def cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def capped_at_cpus(bound: Bound, value: int, option: str, force: bool) -> int:
+    """More worker processes than CPUs only slows every run down (64 on 2 cores started 33
+    processes; 500 Dask workers leaked 708 semaphores): ``value`` capped at the CPUs, saying
+    so on stderr, unless the user insists with --force-OPTION."""
+    bound.check(value, option)
+    n = cpus()
+    if value <= n or force:
+        return value
+    flag = option.replace("--", "--force-", 1)
+    print(
+        f"slotlab: {option} {value} capped at {n}, the CPUs here ({flag} to insist)",
+        file=sys.stderr,
+    )
+    return n
 
 
 def check_range(base: Bound, size: Bound, start: int, length: int, where: str = "") -> None:

@@ -13,20 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from engine import limits
 from engine.sweep.unit import Outcome, RunSpec, execute
 
 Keep = str  # "failing", "all" or "none"
 Result = tuple[RunSpec, Outcome | None, str]  # spec, outcome (None: it raised), error
-
-
-def usable_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def run_chunk(specs: Sequence[RunSpec], keep: Keep) -> list[Result]:
@@ -75,9 +69,7 @@ def open_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
         with client:
             yield client
         return
-    n = workers or usable_cores()
-    if n < 1:
-        raise ValueError(f"--workers must be at least 1, not {n}")
+    n = limits.WORKERS.check(workers or limits.cpus(), "--workers")
     with (
         dask.config.set(LOCAL_CLUSTER_CONFIG),
         LocalCluster(
@@ -110,6 +102,8 @@ def run_on(
 
     if not specs:
         return
+    if chunk is not None:
+        limits.CHUNK.check(chunk, "--chunk")  # 0 or less would never get past the first
     slots = worker_count(client)
     ahead = slots * 3
     queue = chunked(specs, slots, chunk)

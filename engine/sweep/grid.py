@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from engine import limits
 from engine.faults import parse_fault
 from engine.model.host import Host
 from engine.scenarios import builtin_names, load_scenario
@@ -61,6 +62,9 @@ def parse_seeds(text: str) -> list[int]:
     first, last = (1, int(m.group(1))) if m.group(2) is None else (int(m.group(1)), int(m.group(2)))
     if first < 0 or last < first or (m.group(2) is None and last < 1):
         raise ValueError(f"--seeds {text!r}: the range is empty")
+    limits.SEED.check(last, "--seeds")
+    # Counted before the list is built: 10**10 seeds would be 80 GB of it.
+    limits.SWEEP_RUNS.check(last - first + 1, "--seeds (a count)")
     return list(range(first, last + 1))
 
 
@@ -124,7 +128,7 @@ def build_grid(
     profiles = [parse_host_profile(h) for h in hosts] or [HostProfile("default", {})]
     if len({p.name for p in profiles}) != len(profiles):
         raise ValueError("--host-profile: two profiles share a name")
-    return Grid(
+    grid = Grid(
         scenarios=names,
         strategies=chosen,
         fault_sets=[parse_fault_set(f) for f in fault_sets] or [()],
@@ -133,3 +137,6 @@ def build_grid(
         vcpus=vcpus,
         duration_ns=duration_ns,
     )
+    runs = len(grid.seeds) * len(names) * len(chosen) * len(grid.fault_sets) * len(profiles)
+    limits.SWEEP_RUNS.check(runs, "--seeds x --scenario x --strategy x --faults x --host-profile")
+    return grid

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from engine import limits
 from engine.sim.perturb import derive, pct_miss_bound
 from engine.sweep.cluster import Result, run_chunk, run_on
 from engine.sweep.unit import Outcome, RunSpec, config_of, execute
@@ -109,10 +110,9 @@ def on_client(client: Any, chunk: int | None = None) -> Runner:
 def hunt(
     plan: HuntPlan, runner: Runner, progress: Callable[[int, int], None] | None = None
 ) -> HuntResult:
-    if plan.budget < 1:
-        raise ValueError(f"--budget must be at least 1, not {plan.budget}")
-    if plan.depth < 1:
-        raise ValueError(f"--depth must be at least 1, not {plan.depth}")
+    limits.BUDGET.check(plan.budget, "--budget")
+    limits.DEPTH.check(plan.depth, "--depth")
+    limits.SEED.check(plan.first_seed + plan.budget - 1, "--first-seed + --budget - 1")
     handoffs, actors, preempt = calibrate(plan)
     specs = specs_of(plan, handoffs, preempt)
     index = {s.seed: i for i, s in enumerate(specs)}

@@ -19,14 +19,13 @@ def runner_for(args: argparse.Namespace) -> Iterator[Runner]:
         yield in_process
         return
     from engine.sweep.cluster import open_client
+    from engine.sweep.options import cluster_workers
 
-    with open_client(args.scheduler, args.workers) as client:
+    with open_client(args.scheduler, cluster_workers(args)) as client:
         yield on_client(client, args.chunk)
 
 
 def cmd_hunt(args: argparse.Namespace) -> int:
-    if args.vcpus is not None and not 1 <= args.vcpus <= 1024:
-        raise ValueError(f"--vcpus must be 1..1024, not {args.vcpus}")
     plan = HuntPlan(
         scenario=args.scenario,
         strategy=args.strategy,

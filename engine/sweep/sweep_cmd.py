@@ -21,6 +21,7 @@ from engine.compare_table import matrix_table
 from engine.matrix import LEGEND, MatrixRow, aggregate, run_row
 from engine.sweep.cluster import Result, open_client, run_on
 from engine.sweep.grid import build_grid
+from engine.sweep.options import cluster_workers
 from engine.sweep.unit import RunSpec
 from engine.vmm.strategies import STRATEGIES
 
@@ -86,7 +87,7 @@ def _sweep(
     )
     counts = {"failures": 0, "done": 0}
     started = time.perf_counter()
-    with bar, open_client(args.scheduler, args.workers) as client:
+    with bar, open_client(args.scheduler, cluster_workers(args)) as client:
         task = bar.add_task(
             "sweep", total=total, completed=total - len(specs), rate=0.0, failures=0
         )

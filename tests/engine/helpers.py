@@ -10,6 +10,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from engine import cli
 from engine.log import SessionLog, read_log
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +36,22 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """Run the CLI in process; it must exit non-zero with exactly one line on stderr, none on
+    stdout. engine.cli.main catches what it must: anything else fails the test as a traceback."""
+    try:
+        status = cli.main(list(argv))
+    except SystemExit as exit:  # argparse's own usage errors, one line too (engine.cli.Parser)
+        status = exit.code  # type: ignore[assignment]
+    out, err = capsys.readouterr()
+    assert status != 0, (out, err)
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("slotlab")
+    return lines[0]
 
 
 def one_line(text: str) -> str:

@@ -4,34 +4,20 @@ what it must; anything else would fail the test as a traceback)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 import engine
-from engine import cli, limits
+from engine import limits
 from engine.bench.load_bench import many_regions_scenario
 from engine.compare_cmd import capped_jobs
 from engine.scenarios import ScenarioError, parse_scenario
 from engine.scenarios.loader import builtin_dir
 
+from .helpers import refused
+
 SPLIT = (builtin_dir() / "split.toml").read_text()
-
-
-def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    """Run the CLI; it must exit non-zero with exactly one line on stderr, none on stdout."""
-    try:
-        status = cli.main(list(argv))
-    except SystemExit as exit:  # argparse's own usage errors, one line too (engine.cli._Parser)
-        status = exit.code  # type: ignore[assignment]
-    out, err = capsys.readouterr()
-    assert status != 0, (out, err)
-    assert out == ""
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("slotlab")
-    return lines[0]
 
 
 # --- bad command lines ---------------------------------------------------------------------
@@ -103,7 +89,7 @@ def test_bench_only_names_what_exists(capsys: pytest.CaptureFixture[str]) -> Non
 def test_compare_jobs_are_capped_at_the_cpus_unless_forced(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    cpus = os.cpu_count() or 1
+    cpus = limits.cpus()
     assert capped_jobs(64 + cpus, force=False) == cpus
     assert f"capped at {cpus}" in capsys.readouterr().err
     assert capped_jobs(64 + cpus, force=True) == 64 + cpus
