@@ -22,7 +22,7 @@ from engine.scenarios import ScenarioError, builtin_names, load_scenario
 from engine.signals import INTERRUPTED, Interrupted, sigterm_interrupts
 from engine.sim.perturb import Perturb, parse_perturb
 from engine.summary import Summary
-from engine.units import format_ns, parse_duration
+from engine.units import format_ns
 from engine.vmm.strategies import STRATEGIES
 
 VERDICTS = ("ok", "violation", "crashed", "livelock")
@@ -77,18 +77,24 @@ SEED = _bounded(limits.SEED)
 VCPUS = _bounded(limits.VCPUS)
 
 
-def _duration(text: str) -> int:
-    try:
-        return parse_duration(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+_duration = limits.DURATION_NS.argtype("ns")
+"""Every duration option: virtual time of a run, gaps of an import, a QEMU watch's wall time."""
 
 
 def _perturb(text: str) -> Perturb:
+    """As hunt and shrink print it, each number within the bounds hunt's options have."""
     try:
-        return parse_perturb(text)
+        p = parse_perturb(text)
+        limits.SEED.check(p.seed)
+        limits.JITTER_NS.check(p.jitter_ns)
+        limits.DEPTH.check(p.depth)
+        for step, hold in p.points:
+            limits.STEP.check(step)
+            if hold:  # 0 is PCT's drop
+                limits.FAULT_NS.check(hold, "hold")
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+    return p
 
 
 def _host_opt(text: str) -> tuple[str, Any]:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.model import constants as c
+from engine.units import parse_duration
 
 U64 = (1 << 64) - 1
 NS_PER_S = 1_000_000_000
@@ -47,20 +48,25 @@ class Bound:
     def span(self) -> str:
         return f"{self.lo}..{self.hi}"
 
-    def argtype(self) -> Callable[[str], int]:
-        """An argparse type: an integer (any base Python reads) within the bound, or a one-line
-        error saying so (`slotlab sweep: argument --chunk: must be 1..100000, not -1`)."""
+    def argtype(self, unit: str = "") -> Callable[[str], int]:
+        """An argparse type: an integer (any base Python reads) within the bound, or with unit
+        "ns" a duration as people type it (10ms), or a one-line error saying what is wrong
+        (`slotlab sweep: argument --chunk: must be 1..100000, not -1`)."""
 
         def parse(text: str) -> int:
             try:
-                value = int(text, 0)
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+                value = parse_duration(text) if unit else int(text, 0)
+            except ValueError as err:
+                why = str(err) if unit else f"not an integer: {text!r}"
+                raise argparse.ArgumentTypeError(why) from None
             if not self.lo <= value <= self.hi:
-                raise argparse.ArgumentTypeError(f"must be {self.span()}, not {_short(value)}")
+                shown = repr(text.strip()[:40]) if unit else _short(value)
+                raise argparse.ArgumentTypeError(
+                    f"must be {self.span()}{' ' + unit if unit else ''}, not {shown}"
+                )
             return value
 
-        parse.__name__ = "integer"
+        parse.__name__ = "duration" if unit else "integer"
         return parse
 
 
@@ -96,6 +102,9 @@ STEP = Bound("step", 1, 1_000_000_000, "events a paused run advances by")
 
 WORKERS = Bound(
     "workers", 1, JOBS.hi, "Dask worker processes; capped at the CPU count unless forced"
+)
+JITTER_NS = Bound(
+    "jitter", 0, NS_PER_S, "either side of a vCPU quantum of microseconds; a second is a stall"
 )
 HUNT_WORKERS = Bound("workers", 0, JOBS.hi, "as a sweep's --workers; 0 hunts in this process")
 CHUNK = Bound(

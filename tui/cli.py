@@ -28,7 +28,6 @@ from engine.api import (
     limits,
     open_replay,
     parse_breakpoint,
-    parse_duration,
     register_bench_group,
     validate,
 )
@@ -53,13 +52,6 @@ def _speed(text: str) -> float:
     if not value > 0 or math.isnan(value):
         raise argparse.ArgumentTypeError("speed must be positive (virtual seconds per wall second)")
     return value
-
-
-def _duration(text: str) -> int:
-    try:
-        return parse_duration(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _breakpoint(text: str) -> str:
@@ -122,12 +114,14 @@ def add_tui_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-faults", action="store_true", help="arm no fault")
     p.add_argument("--faults", metavar="FILE", help="scripted faults: lines of `TIME NAME[=ARGS]`")
-    p.add_argument("--vcpus", type=int, default=None, help="1..1024 (default: the scenario's)")
+    p.add_argument(
+        "--vcpus", type=engine_cli.VCPUS, default=None, help="1..1024 (default: the scenario's)"
+    )
     p.add_argument(
         "--duration",
-        type=_duration,
+        type=engine_cli._duration,
         default=None,
-        help="virtual time, e.g. 10ms (default: the scenario's)",
+        help="virtual time, e.g. 10ms, an hour at most (default: the scenario's)",
     )
     p.add_argument(
         "--host",

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.cli import _duration
+from engine.cli import VCPUS, _duration
 from engine.importers import DEFAULT_TXN_GAP_US, FORMATS, WORKLOADS, ImportResult, import_trace
 from engine.importers.scenario import DEFAULT_MAX_GAP_NS, scenario_name
 from engine.units import format_ns
@@ -39,7 +39,9 @@ def add_import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     imp.add_argument("log", help="the trace file (.gz is read too)")
     imp.add_argument("-o", "--output", metavar="SCENARIO.toml", help="default: NAME.toml here")
     imp.add_argument("--name", help="scenario name (default: from the file name)")
-    imp.add_argument("--vcpus", type=int, default=None, help="default: the vCPUs the trace shows")
+    imp.add_argument(
+        "--vcpus", type=VCPUS, default=None, help="1..1024 (default: the vCPUs the trace shows)"
+    )
     imp.add_argument(
         "--vmm-command", default="", help="the VMM's command line, recorded in the file"
     )

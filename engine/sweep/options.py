@@ -112,12 +112,17 @@ def add_hunt_parser(sub: Any, duration: Any) -> None:
     bounded(p, "--depth", limits.DEPTH, 5, "PCT depth: depth-1 change points")
     p.add_argument(
         "--max-preempt",
-        type=duration,
+        type=limits.FAULT_NS.argtype("ns"),
         default=0,
-        help="hold the VMM this long at most at a change point (default: PCT's drop, until "
+        help="hold the VMM this long at most at a change point, up to an hour (default: PCT's drop, until "
         "every other actor is blocked or the run ends)",
     )
-    p.add_argument("--jitter", type=duration, default=100, help="vCPU quantum jitter (100ns)")
+    p.add_argument(
+        "--jitter",
+        type=limits.JITTER_NS.argtype("ns"),
+        default=100,
+        help="vCPU quantum jitter, 1s at most (default 100ns)",
+    )
     p.add_argument(
         "--no-perturb", action="store_true", help="plain seeds only: the baseline to compare with"
     )

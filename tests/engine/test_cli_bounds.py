@@ -1,4 +1,4 @@
-"""Every number on a sweep, hunt or shrink command line is bounded (issue 12): out of bounds,
+"""Every number on a command line is bounded (issue 12): out of bounds,
 not a number, or a float where an integer goes is one line naming the option and exit status
 2, before any cluster starts or any run is made. In process: nothing here forks a worker."""
 
@@ -55,6 +55,43 @@ BAD = {
     "hunt --workers 500": ([*HUNT, "--workers", "500"], "--workers: must be 0..256, not 500"),
     "hunt --chunk 0": ([*HUNT, "--chunk", "0"], "--chunk: must be 1..100000, not 0"),
     "hunt --vcpus 2000": ([*HUNT, "--vcpus", "2000"], "--vcpus: must be 1..1024, not 2000"),
+    "hunt --jitter 2s": ([*HUNT, "--jitter", "2s"], "--jitter: must be 0..1000000000 ns, not '2s'"),
+    "hunt --max-preempt 2h": (
+        [*HUNT, "--max-preempt", "7200s"],
+        "--max-preempt: must be 1..3600000000000 ns, not '7200s'",
+    ),
+    "hunt --max-preempt 0ns": ([*HUNT, "--max-preempt", "0ns"], "--max-preempt: bad duration"),
+    "compare --duration 10^30 s (hung)": (
+        ["compare", "--duration", HUGE + "s"],
+        "--duration: must be 1..3600000000000 ns, not '1000",
+    ),
+    "sweep --duration 2h": ([*SWEEP, "--duration", "7200s"], "--duration: must be 1..36"),
+    "run --max-gap 10^30 s": (
+        ["run", "--trace", "t.log", "--max-gap", HUGE + "s"],
+        "--max-gap: must be 1..3600000000000 ns",
+    ),
+    "import --txn-gap 2h": (
+        ["import", "qemu-trace", "t.log", "--txn-gap", "7200s"],
+        "--txn-gap: must be 1..3600000000000 ns",
+    ),
+    "import --vcpus 1.5": (["import", "qemu-trace", "t.log", "--vcpus", "1.5"], "--vcpus: not an"),
+    "qemu --duration 2h": (["qemu", "--duration", "7200s"], "--duration: must be 1..36"),
+    "run --perturb jitter 10^18": (
+        ["run", "--perturb", f"seed=1,jitter={10**18}"],
+        "--perturb: jitter must be 0..1000000000",
+    ),
+    "run --perturb step 0": (
+        ["run", "--perturb", "seed=1,jitter=0,at=0:0"],
+        "--perturb: step must be 1..1000000000, not 0",
+    ),
+    "run --perturb 100 points": (
+        ["run", "--perturb", "seed=1,jitter=0,at=" + "+".join(f"{i}:0" for i in range(1, 101))],
+        "--perturb: depth must be 1..64, not 101",
+    ),
+    "run --perturb hold 10^17": (
+        ["run", "--perturb", f"seed=1,jitter=0,at=1:{10**17}"],
+        "--perturb: hold: duration must be 1..3600000000000",
+    ),
     "shrink --seed-tries -1": (
         ["shrink", "x.jsonl", "--seed-tries", "-1"],
         "--seed-tries: must be 0..100000, not -1",

@@ -78,7 +78,6 @@ def test_tui_options(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         (["tui", "--scenario", "nope"], "nope"),
         (["tui", "--fault", "meteor"], "unknown fault"),
-        (["tui", "--vcpus", "0"], "--vcpus"),
         (["tui", "--backend", "kvm", "--strategy", "busted"], "busted"),
         (["replay", "/nonexistent.jsonl"], "cannot read"),
     ],
@@ -93,11 +92,28 @@ def test_bad_input_is_one_line_and_status_2(
     assert message in err
 
 
-def test_bad_speed_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["tui", "--speed", "-1"], "speed must be positive"),
+        (["tui", "--speed", "nan"], "speed must be positive"),
+        (["tui", "--vcpus", "0"], "argument --vcpus: must be 1..1024, not 0"),
+        (["tui", "--vcpus", "1.5"], "argument --vcpus: not an integer: '1.5'"),
+        (["tui", "--duration", "7200s"], "argument --duration: must be 1..3600000000000 ns"),
+        (["tui", "--seed", str(1 << 64)], "argument --seed: must be 0.."),
+        (["serve", "--port", "0"], "argument --port: must be 1..65535, not 0"),
+    ],
+)
+def test_a_bad_number_is_a_usage_error(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused while parsing, before a TUI or a server starts: one line naming the option."""
     with pytest.raises(SystemExit) as exit_:
-        cli.main(["tui", "--speed", "-1"])
+        cli.main(argv)
     assert exit_.value.code == 2
-    assert "speed must be positive" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert message in err
 
 
 def test_other_commands_go_to_the_engine_cli(capsys: pytest.CaptureFixture[str]) -> None:
