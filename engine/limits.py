@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -54,6 +55,8 @@ class Bound:
         (`slotlab sweep: argument --chunk: must be 1..100000, not -1`)."""
 
         def parse(text: str) -> int:
+            if unit and self.lo == 0 and _ZERO.match(text):
+                return 0  # where the bound has it (hunt --jitter 0ns: none), not for a run
             try:
                 value = parse_duration(text) if unit else int(text, 0)
             except ValueError as err:
@@ -68,6 +71,9 @@ class Bound:
 
         parse.__name__ = "duration" if unit else "integer"
         return parse
+
+
+_ZERO = re.compile(r"^\s*0+(\.0*)?\s*(ns|us|µs|ms|s)\s*$")
 
 
 def _what(name: str, where: str) -> str:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engine import limits
 from engine.log import read_log
 from engine.units import parse_duration
 
@@ -30,6 +31,8 @@ def _window(text: str) -> tuple[int, int]:
     try:
         t0 = 0 if first.strip() in ("", "0") else parse_duration(first)
         t1 = parse_duration(second)
+        # No run is longer (limits.DURATION_NS): past it a window is a typo, not a view.
+        limits.DURATION_NS.check(t1, "T2")
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     if t1 <= t0:
@@ -69,7 +72,7 @@ def add_report_parser(sub: Any) -> None:
         "--window",
         type=_window,
         metavar="T1..T2",
-        help="show this span of virtual time, e.g. 60us..75us",
+        help="show this span of virtual time, e.g. 60us..75us; T2 an hour at most",
     )
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
 

@@ -121,7 +121,7 @@ def add_hunt_parser(sub: Any, duration: Any) -> None:
         "--jitter",
         type=limits.JITTER_NS.argtype("ns"),
         default=100,
-        help="vCPU quantum jitter, 1s at most (default 100ns)",
+        help="vCPU quantum jitter, 0ns..1s (default 100ns)",
     )
     p.add_argument(
         "--no-perturb", action="store_true", help="plain seeds only: the baseline to compare with"

@@ -60,6 +60,7 @@ BAD = {
         [*HUNT, "--max-preempt", "7200s"],
         "--max-preempt: must be 1..3600000000000 ns, not '7200s'",
     ),
+    "hunt --jitter -0ns": ([*HUNT, "--jitter=-0ns"], "--jitter: bad duration '-0ns'"),
     "hunt --max-preempt 0ns": ([*HUNT, "--max-preempt", "0ns"], "--max-preempt: bad duration"),
     "compare --duration 10^30 s (hung)": (
         ["compare", "--duration", HUGE + "s"],
@@ -92,6 +93,10 @@ BAD = {
         ["run", "--perturb", f"seed=1,jitter=0,at=1:{10**17}"],
         "--perturb: hold: duration must be 1..3600000000000",
     ),
+    "report --window past an hour": (
+        ["report", "x.jsonl", "--window", "0..7200s"],
+        "--window: T2: duration must be 1..3600000000000",
+    ),
     "shrink --seed-tries -1": (
         ["shrink", "x.jsonl", "--seed-tries", "-1"],
         "--seed-tries: must be 0..100000, not -1",
@@ -113,6 +118,12 @@ def test_a_bad_number_is_one_line_naming_the_option(
     line = refused(capsys, *argv, *extra)
     assert fragment in line
     assert not out.exists()
+
+
+def test_a_zero_duration_only_where_the_bound_has_it() -> None:
+    hunt = build_parser().parse_args(["hunt", "--jitter", "0ns", "--max-preempt", "1us"])
+    assert (hunt.jitter, hunt.max_preempt) == (0, 1000)
+    assert build_parser().parse_args(["hunt", "--jitter", "0.0 us"]).jitter == 0
 
 
 def _workers(*argv: str) -> int | None:
