@@ -11,12 +11,15 @@ import pytest
 import textual.app
 import textual.pilot
 from textual.driver import Driver
+from textual.notifications import Notification
 from textual.widgets import Input
 
 from tui.app import SlotlabApp
 from tui.options import LaunchOptions
 
 from .quiesce import post_now, until_quiet
+
+NOTIFICATION_S = 3600.0
 
 
 @pytest.fixture(autouse=True)
@@ -39,6 +42,13 @@ def pause_until_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(textual.app, "wait_for_idle", until_quiet)
     monkeypatch.setattr(textual.pilot, "wait_for_idle", until_quiet)
     monkeypatch.setattr(Driver, "send_message", post_now)
+
+
+@pytest.fixture(autouse=True)
+def notifications_stay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notification lives for wall-clock seconds: on a loaded machine one settle() could
+    outlast it, and a test that asserted it, or a screenshot that showed it, failed."""
+    monkeypatch.setattr(Notification, "time_left", property(lambda _: NOTIFICATION_S))
 
 
 @pytest.fixture(autouse=True)

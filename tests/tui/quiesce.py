@@ -23,6 +23,7 @@ from textual.app import App
 from textual.driver import Driver
 from textual.message import Message
 from textual.pilot import Pilot
+from textual.widgets import DataTable
 
 # A frame timer ticks forever, so "quiet" is checked a bounded number of times; a screen
 # settles in one or two.
@@ -42,7 +43,16 @@ def _quiet(app: App[Any]) -> bool:
         or screen._callbacks
     ):
         return False
-    return all(node._message_queue.empty() for node in (app, *screen.walk_children()))
+    nodes = (app, *screen.walk_children())
+    return all(node._message_queue.empty() and not _idle_work(node) for node in nodes)
+
+
+def _idle_work(node: object) -> bool:
+    """A DataTable measures new rows and columns in its Idle handler, after its queue has
+    emptied: a screen read before that drew the new rows under the old column widths."""
+    return isinstance(node, DataTable) and bool(
+        node._require_update_dimensions or node._updated_cells
+    )
 
 
 async def until_quiet(min_sleep: float = 0, max_sleep: float = 0) -> None:
