@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -310,21 +310,20 @@ def subcommands(parser: argparse.ArgumentParser) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        with sigterm_interrupts():
-            return run_parsed(build_parser().parse_args(argv))
-    except KeyboardInterrupt:  # while parsing, before run_parsed's own handlers
-        print("slotlab: interrupted", file=sys.stderr)
-        return 130
-    except Interrupted as err:
-        print("slotlab: interrupted", file=sys.stderr)
-        return err.exit_status
+    return guarded(lambda: dispatch(build_parser().parse_args(argv)))
 
 
 def run_parsed(args: argparse.Namespace) -> int:
-    """Dispatch parsed arguments; bad input is one line and status 2, never a traceback."""
+    return guarded(lambda: dispatch(args))
+
+
+def guarded(command: Callable[[], int]) -> int:
+    """Run one command, as both command lines (this one and tui.cli) do: bad input is one line
+    and status 2, never a traceback; SIGINT, and SIGTERM outside a run's own handler, end it
+    with `slotlab: interrupted` and 130 or 143, whatever the command was doing."""
     try:
-        return dispatch(args)
+        with sigterm_interrupts():
+            return command()
     except (UsageError, ValueError, ScenarioError, FaultError, LogError) as err:
         # StoreError (a bad sweep Parquet) is a ValueError too.
         print(f"slotlab: {err}", file=sys.stderr)

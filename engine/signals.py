@@ -21,8 +21,11 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 T = TypeVar("T")
 
 
-class Interrupted(Exception):
-    """The run was stopped by a signal; its log (if any) is complete up to the stop."""
+class Interrupted(BaseException):
+    """The run was stopped by a signal; its log (if any) is complete up to the stop.
+
+    A BaseException, as KeyboardInterrupt is: the `except Exception` that turns a failed run
+    into a report (compare's, a worker pool's, Dask's) must let a stop through."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
@@ -41,8 +44,12 @@ def explanation(signum: int, virtual_ns: int) -> str:
 async def run_interruptible(run: Callable[[], Awaitable[T]], interrupt: Callable[[int], None]) -> T:
     """Await ``run()``; the first SIGINT or SIGTERM calls ``interrupt(signum)``, which must
     make ``run()`` return soon. Raises Interrupted afterwards. Signals can only be received
-    on the main thread: elsewhere (a compare worker) this is just ``run()``."""
-    if threading.current_thread() is not threading.main_thread():
+    on the main thread, and a process that ignores SIGINT leaves stopping to its parent (a
+    worker of engine/procpool.py): in either, this is just ``run()``."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    ):
         return await run()
     import trio  # here, not at the top: the command line imports this before it knows it will run
 
@@ -80,3 +87,63 @@ def sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+_noted: list[int] = []
+"""Signals a deferred() block has noted and nothing has acted on yet (signals are per process)."""
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM only noted while the body runs: it calls raise_if_noted() where
+    stopping is safe, and leaving the block raises Interrupted too. For code that shares the
+    main thread with a library's own machinery (a Dask client and LocalCluster, their GC
+    callbacks), where a KeyboardInterrupt raised at any bytecode was swallowed, or left a
+    half-started cluster failing its own assertions."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        _noted.append(signum)
+
+    previous = {s: signal.signal(s, note) for s in SIGNALS}
+    try:
+        yield
+    except Exception:
+        if not _noted:
+            raise
+        # It failed because of the signal (a worker that took it died): that is the news.
+        raise Interrupted(_noted[0]) from None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        first = _noted[:1]
+        _noted.clear()
+    if first:
+        raise Interrupted(first[0])
+
+
+@contextlib.contextmanager
+def workers_ignore_ctrl_c() -> Iterator[None]:
+    """SIGINT ignored while the body starts worker processes, which keep ignoring it (an
+    ignored signal stays ignored across exec): a terminal's Ctrl-C reaches the whole process
+    group, and LocalCluster workers that took it died mid-start, a traceback each, taking
+    the cluster down. The parent decides instead, as engine/procpool.py's workers let it. A
+    Ctrl-C during the body itself is lost: the cluster's start, a few seconds."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def raise_if_noted() -> None:
+    """Inside a deferred() block, where stopping is safe: Interrupted once a signal came."""
+    if _noted:
+        signum = _noted[0]
+        _noted.clear()
+        raise Interrupted(signum)

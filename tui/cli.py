@@ -23,8 +23,6 @@ from collections.abc import Sequence
 
 from engine.api import (
     BREAKPOINT_KINDS,
-    LogError,
-    ScenarioError,
     limits,
     open_replay,
     parse_breakpoint,
@@ -32,7 +30,6 @@ from engine.api import (
     validate,
 )
 from engine.api import headless_cli as engine_cli
-from engine.faults import FaultError
 from engine.vmm.strategies import STRATEGIES
 from tui.options import DEFAULT_SCENARIO, DEFAULT_SPEED, LaunchOptions
 
@@ -315,16 +312,7 @@ def register_bench() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        return _dispatch(args)
-    except (ValueError, ScenarioError, FaultError, LogError) as err:
-        print(f"slotlab: {err}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        return engine_cli.reader_gone()
-    except KeyboardInterrupt:
-        print("slotlab: interrupted", file=sys.stderr)
-        return 130
+    return engine_cli.guarded(lambda: _dispatch(args))
 
 
 def _dispatch(args: list[str]) -> int:
@@ -379,7 +367,7 @@ def _dispatch(args: list[str]) -> int:
         return run_qemu_tui(engine_cli.build_parser().parse_args(args))
     if command == "bench":
         register_bench()
-    return engine_cli.run_parsed(ns)
+    return engine_cli.dispatch(ns)
 
 
 def run_qemu_tui(ns: argparse.Namespace) -> int:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from engine import limits
+from engine.signals import deferred, raise_if_noted, workers_ignore_ctrl_c
 from engine.sweep.unit import Outcome, RunSpec, execute
 
 Keep = str  # "failing", "all" or "none"
@@ -62,26 +64,30 @@ def open_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
     if scheduler is not None:
         if not scheduler.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://")):
             raise ValueError(f"--scheduler {scheduler!r}: expected tcp://HOST:PORT")
-        try:
-            client = Client(scheduler, timeout=10)
-        except OSError as err:
-            raise ValueError(f"--scheduler {scheduler}: cannot connect: {err}") from None
-        with client:
-            yield client
+        with deferred():
+            try:
+                client = Client(scheduler, timeout=10)
+            except OSError as err:
+                raise ValueError(f"--scheduler {scheduler}: cannot connect: {err}") from None
+            with client:
+                yield client
         return
     n = limits.WORKERS.check(workers or limits.cpus(), "--workers")
-    with (
-        dask.config.set(LOCAL_CLUSTER_CONFIG),
-        LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",  # any free port: never collide with another cluster
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+    # From the cluster's start to its close a signal is acted on only where run_on waits.
+    with deferred(), dask.config.set(LOCAL_CLUSTER_CONFIG):
+        with workers_ignore_ctrl_c():
+            cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",  # any free port: never collide with another cluster
+                # A worker's own errors (a heartbeat to a scheduler that closed under a
+                # Ctrl-C) are noise here: a run that fails is a row, a worker lost a failed
+                # future.
+                silence_logs=logging.CRITICAL,
+            )
+        with cluster, Client(cluster) as client:
+            yield client
 
 
 def worker_count(client: Any) -> int:
@@ -109,7 +115,7 @@ def run_on(
     queue = chunked(specs, slots, chunk)
     live = {client.submit(run_chunk, c, keep, pure=False) for c in _take(queue, ahead)}
     pending = as_completed(list(live))
-    for future in pending:
+    for future in _finished(pending):
         live.discard(future)
         results = future.result()
         if not on_chunk(results):
@@ -119,6 +125,21 @@ def run_on(
             nxt = client.submit(run_chunk, c, keep, pure=False)
             live.add(nxt)
             pending.add(nxt)
+
+
+POLL_S = 0.05
+"""How often a wait for the next chunk looks for a SIGINT or SIGTERM (engine.signals.deferred)."""
+
+
+def _finished(pending: Any) -> Iterator[Any]:
+    """as_completed's futures as they finish. Its own wait cannot be broken by a signal that
+    is only noted, so this one looks between short waits."""
+    while not pending.is_empty():
+        raise_if_noted()
+        batch = pending.next_batch(block=False)
+        if not batch:
+            time.sleep(POLL_S)
+        yield from batch
 
 
 MAX_CHUNK = 64

@@ -20,6 +20,7 @@ from engine.events import Event
 from engine.log import verdict_line
 from engine.runner import make_config
 from engine.session import RunConfig, Session
+from engine.signals import run_interruptible
 from engine.sim.perturb import Perturb
 from engine.summary import Summary
 
@@ -107,7 +108,9 @@ def execute_config(config: RunConfig, keep_log: bool = False) -> Outcome:
 
     session = Session(config, observers=(record,))
     head = bytearray(encoder.encode(session.header()) + b"\n")
-    trio.run(session.run)
+    # A signal stops the run at its next hand-over and raises Interrupted: a sweep's in-process
+    # runs (hunt's calibration, compare --jobs 1) stop as `slotlab run` does.
+    trio.run(run_interruptible, session.run, session.interrupt)
     summary = session.summary()
     verdict = verdict_line(summary.verdict, summary.explanation, summary)
     head += buf

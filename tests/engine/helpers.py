@@ -66,15 +66,27 @@ def interrupt_cli_run(
 ) -> tuple[int, str, str]:
     """`python -m engine.cli ARGS...` recording to ``log``, sent ``signum`` once ``ready(log)``
     (the run is under way, however long that takes): (status, stdout, stderr)."""
+    command = ["-m", "engine.cli", *args, "--log", str(log)]
+    return interrupt_python(command, signum, lambda: log.exists() and ready(log), timeout)
+
+
+def interrupt_python(
+    args: list[str], signum: int, ready: Callable[[], bool], timeout: float, group: bool = False
+) -> tuple[int, str, str]:
+    """`python ARGS...` sent ``signum`` once ``ready()``: (status, stdout, stderr). With
+    ``group``, to its whole process group, worker processes included, as a terminal's Ctrl-C."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", *args, "--log", str(log)],
+        [sys.executable, *args], start_new_session=group,
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        while proc.poll() is None and not (log.exists() and ready(log)):
+        while proc.poll() is None and not ready():
             time.sleep(0.02)
-        proc.send_signal(signum)
+        if group:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
         out, err = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from engine.log import read_log
+from tui import entry
 from tui.app import SlotlabApp
 
 from .helpers import settle
@@ -71,3 +72,28 @@ async def test_ctrl_c_quits(app_factory: AppFactory) -> None:
         await pilot.pause()
         assert not app.is_running
     assert app.return_code == 0
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_slotlab_loads_ends_it_with_one_line(
+    signum: signal.Signals,
+    status: int,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The `slotlab` executable loads the engine and Textual first (a second or two on a busy
+    machine); a Ctrl-C then is one line and the shell's status, and the command never runs."""
+    ran: list[bool] = []
+
+    def command() -> int:
+        ran.append(True)
+        return 0
+
+    def load_while_signalled() -> Callable[[], int]:
+        signal.raise_signal(signum)
+        return command
+
+    monkeypatch.setattr(entry, "_load", load_while_signalled)
+    assert entry.main() == status
+    assert capsys.readouterr().err == "slotlab: interrupted\n"
+    assert ran == []
