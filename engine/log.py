@@ -215,6 +215,10 @@ def iter_log(path: str | Path) -> Iterator[LogItem]:
 
 
 def _cut(text: str, keep: int = 200) -> str:
+    """One line of at most ``keep`` characters. msgspec's message quotes the value it refused
+    as it was, and a crafted log can put a line break in it (`Invalid value 'a\\nb'`)."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text if len(text) <= keep else f"{text[:keep]}..."
 
 

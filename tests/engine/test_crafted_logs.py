@@ -103,6 +103,26 @@ def test_a_megabyte_line_is_cut_in_the_mismatch(good: list[bytes], tmp_path: Pat
     assert "more characters" in result.message
 
 
+@pytest.mark.parametrize("kind", ["exit\nand a second line", "\r", "\x1b[2J"])
+def test_a_line_break_in_a_refused_value_stays_on_one_line(
+    kind: str, good: list[bytes], tmp_path: Path
+) -> None:
+    """msgspec quotes the value it refused as it was; the fuzzer found an event `kind` with a
+    line break in it, whose error then took two lines (or, for a terminal, cleared it)."""
+    lines = list(good)
+    event = msgspec.json.decode(lines[5])
+    event["kind"] = kind
+    lines[5] = msgspec.json.encode(event)
+    path = tmp_path / "kind.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    for read in (check_log, verify_log):
+        with pytest.raises(LogError) as refused:
+            read(str(path))
+        message = str(refused.value)
+        assert message.startswith(f"{path}:6: not a slotlab log line")
+        assert message.isprintable(), message
+
+
 def test_a_crlf_log_verifies_and_checks(good: list[bytes], tmp_path: Path) -> None:
     path = tmp_path / "crlf.jsonl"
     path.write_bytes(b"\r\n".join(good) + b"\r\n")
