@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import signal
 import sys
 import threading
 import traceback
@@ -33,6 +32,8 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 import trio
+
+from engine.signals import leave_stopping_to_parent
 
 Item = tuple[Any, ...]
 Batch = list[tuple[int, Item]]
@@ -154,7 +155,7 @@ def _serve(conn: Connection, fn: Callable[..., Any], fixed: Item) -> None:
     """A worker: batches of items in, lists of results out, until told to stop (None) or the
     parent goes away (EOF)."""
     # Ctrl-C reaches the whole process group; the parent decides, and kills us if it stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    leave_stopping_to_parent()
     while True:
         try:
             batch = conn.recv()

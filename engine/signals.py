@@ -44,12 +44,9 @@ def explanation(signum: int, virtual_ns: int) -> str:
 async def run_interruptible(run: Callable[[], Awaitable[T]], interrupt: Callable[[int], None]) -> T:
     """Await ``run()``; the first SIGINT or SIGTERM calls ``interrupt(signum)``, which must
     make ``run()`` return soon. Raises Interrupted afterwards. Signals can only be received
-    on the main thread, and a process that ignores SIGINT leaves stopping to its parent (a
-    worker of engine/procpool.py): in either, this is just ``run()``."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    ):
+    on the main thread, and a worker process leaves stopping to its parent
+    (leave_stopping_to_parent): in either, this is just ``run()``."""
+    if threading.current_thread() is not threading.main_thread() or _parent_decides:
         return await run()
     import trio  # here, not at the top: the command line imports this before it knows it will run
 
@@ -69,6 +66,19 @@ async def run_interruptible(run: Callable[[], Awaitable[T]], interrupt: Callable
     if received:
         raise Interrupted(received[0])
     return result
+
+
+_parent_decides = False
+
+
+def leave_stopping_to_parent() -> None:
+    """For a worker process (engine/procpool.py): a terminal's Ctrl-C reaches the whole
+    process group, so SIGINT is ignored here, and runs install no handlers; the parent stops
+    the work, and the worker with it. Set explicitly: a process that merely started with
+    SIGINT ignored (`nohup`, a shell script's `&`) still stops a run cleanly on SIGTERM."""
+    global _parent_decides
+    _parent_decides = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

@@ -3,6 +3,7 @@ ended by a signal."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 
 from engine import cli
 from engine.log import SessionLog, read_log
+from engine.signals import workers_ignore_ctrl_c
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,24 +64,40 @@ def one_line(text: str) -> str:
 
 
 def interrupt_cli_run(
-    args: list[str], log: Path, signum: int, ready: Callable[[Path], bool], timeout: float
+    args: list[str],
+    log: Path,
+    signum: int,
+    ready: Callable[[Path], bool],
+    timeout: float,
+    sigint_ignored: bool = False,
 ) -> tuple[int, str, str]:
     """`python -m engine.cli ARGS...` recording to ``log``, sent ``signum`` once ``ready(log)``
     (the run is under way, however long that takes): (status, stdout, stderr)."""
     command = ["-m", "engine.cli", *args, "--log", str(log)]
-    return interrupt_python(command, signum, lambda: log.exists() and ready(log), timeout)
+
+    def under_way() -> bool:
+        return log.exists() and ready(log)
+
+    return interrupt_python(command, signum, under_way, timeout, sigint_ignored=sigint_ignored)
 
 
 def interrupt_python(
-    args: list[str], signum: int, ready: Callable[[], bool], timeout: float, group: bool = False
+    args: list[str],
+    signum: int,
+    ready: Callable[[], bool],
+    timeout: float,
+    group: bool = False,
+    sigint_ignored: bool = False,
 ) -> tuple[int, str, str]:
     """`python ARGS...` sent ``signum`` once ``ready()``: (status, stdout, stderr). With
-    ``group``, to its whole process group, worker processes included, as a terminal's Ctrl-C."""
+    ``group``, to its whole process group, worker processes included, as a terminal's Ctrl-C;
+    with ``sigint_ignored``, started as `nohup` or a script's `&` start it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, *args], start_new_session=group,
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    with workers_ignore_ctrl_c() if sigint_ignored else contextlib.nullcontext():
+        proc = subprocess.Popen(
+            [sys.executable, *args], start_new_session=group,
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
     try:
         while proc.poll() is None and not ready():
             time.sleep(0.02)
@@ -91,7 +109,7 @@ def interrupt_python(
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.communicate()  # and close its pipes: left to the collector, they fail a later test
     return proc.returncode, out, err
 
 

@@ -230,7 +230,8 @@ def test_processes_started_under_workers_ignore_ctrl_c_ignore_it() -> None:
     assert child.stdout.strip() == "True"
     assert signal.getsignal(signal.SIGINT) is before
     alone = subprocess.run(probe, capture_output=True, text=True, check=True)
-    assert alone.stdout.strip() == "False"
+    # Unless this test itself started with SIGINT ignored (a script's `&`).
+    assert alone.stdout.strip() == str(before == signal.SIG_IGN)
 
 
 def test_a_signal_during_compare_stops_it_and_is_no_failed_run(
@@ -259,6 +260,22 @@ def test_a_signal_during_compare_stops_it_and_is_no_failed_run(
         signal.signal(signal.SIGTERM, previous)
     assert stopped.value.signum == signal.SIGTERM
     assert leaked == []
+
+
+def test_sigterm_stops_a_run_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """`nohup slotlab run ... &`, or a script's `&`, starts it with SIGINT ignored; SIGTERM
+    must still end its log with the verdict. (A worker's ignored SIGINT once stood for "the
+    parent decides", and such a run died of SIGTERM with no verdict line.)"""
+    path = tmp_path / "run.jsonl"
+    result = interrupt_cli_run(
+        ["run", "--scenario", "split", "--strategy", "inhibit", "--duration", "100s"],
+        path,
+        signal.SIGTERM,
+        ready=lambda log: log.stat().st_size > 20_000,
+        timeout=600,
+        sigint_ignored=True,
+    )
+    assert_interrupted(result, 143, path)
 
 
 def test_check_refuses_a_log_without_a_verdict_line(tmp_path: Path) -> None:
