@@ -11,11 +11,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from engine.log import read_log
+from tui.app import SlotlabApp
+from tui.asciicast import _event_logs_from_snapshot
 from tui.cli import main as slotlab
 from tui.engine_host import EngineHost
+from tui.options import LaunchOptions
+from tui.screens.replay import ReplayScreen
+from tui.widgets.event_log import EventLog
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -111,3 +117,31 @@ def test_a_frame_at_the_end_waits_for_the_run_to_end(
 def test_v3_parser_refuses_a_v2_file() -> None:
     with pytest.raises(ValueError, match="not v3"):
         parse_v3('{"version": 2, "width": 80, "height": 24}\n')
+
+
+@pytest.mark.asyncio
+async def test_a_frame_shows_the_snapshots_events_whatever_the_ticks_fed_the_log(
+    verdict_logs: dict[str, Path],
+) -> None:
+    """The frame timer feeds the event log tick by tick; a log that kept events from an
+    earlier tick (the run raced to its end between two) drew another count in one export of
+    two. A frame's log is the snapshot's recent events, and only those."""
+    app = SlotlabApp(LaunchOptions(replay=str(verdict_logs["ok"]), paused=True), keymap={})
+    async with app.run_test(headless=True, size=(120, 40)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, ReplayScreen)
+        await screen.action_to_end()
+        await app.settle()
+        snap = app.host.snapshot()
+        assert snap is not None
+        assert snap.events
+        log = screen.query_one("#ov-log", EventLog)
+        assert snap.events[0].seq > 5  # the run outgrew the snapshot's window
+        stale = [msgspec.structs.replace(e, seq=i) for i, e in enumerate(snap.events[:5])]
+        log.reset()
+        log.ingest(stale)  # what an earlier tick left there
+        _event_logs_from_snapshot(app)
+        await pilot.pause()
+        assert f"of {len(snap.events)}," in "".join(
+            s.text for s in log.render_line(log.size.height - 1)
+        )
