@@ -92,6 +92,13 @@ async def test_compare_runs_in_a_worker_and_shows_table_and_chart(
         table = screen.query_one(DataTable)
         assert table.row_count == len(STRATEGIES)
         assert table.get_row("legacy")[3] == "100%"
+        # The widths are known as the rows go in, not measured later on an Idle: a header
+        # drawn in between once kept the old widths.
+        screen.show_rows(screen.rows)
+        widths = {str(key.value): column.width for key, column in table.columns.items()}
+        assert widths["strategy"] == max(len(name) for name in STRATEGIES)
+        assert widths["crash rate"] == len("crash rate")
+        assert not any(column.auto_width for column in table.columns.values())
         chart = str(screen.query_one(BarChart).render())
         assert "crash rate" in chart
         assert "legacy" in chart

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -28,6 +29,23 @@ from tui.worker_fds import prepare_worker_processes
 
 CompareFn = Callable[..., list[MatrixRow]]
 DEFAULT_SEEDS = 5
+
+
+COLUMNS = ("strategy", "runs", "verdicts", "crash rate", "retries", "stall", "p50", "p99")
+
+
+def _cells(r: MatrixRow) -> tuple[str, ...]:
+    verdicts = ", ".join(f"{n} {v}" for v, n in r.verdicts.items())
+    return (
+        r.strategy,
+        str(r.runs),
+        verdicts,
+        f"{r.crash_rate:.0%}",
+        f"{r.retries:.1f}",
+        format_ns(r.stall_ns),
+        format_ns(r.latency_p50_ns),
+        format_ns(r.latency_p99_ns),
+    )
 
 
 class CompareCancelled(Exception):
@@ -74,12 +92,10 @@ class CompareScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for col in ("strategy", "runs", "verdicts", "crash rate", "retries", "stall", "p50", "p99"):
-            table.add_column(col, key=col)
+        self._fill_table([])
         self.query_one(BarChart).show_rows([])
         # Keys (r, escape) must reach the screen, not type into the seeds field.
-        table.focus()
+        self.query_one(DataTable).focus()
         self.start()
 
     def start(self) -> None:
@@ -125,23 +141,22 @@ class CompareScreen(Screen[None]):
 
     def show_rows(self, rows: list[MatrixRow]) -> None:
         self.rows = rows
-        table = self.query_one(DataTable)
-        table.clear()
-        for r in rows:
-            verdicts = ", ".join(f"{n} {v}" for v, n in r.verdicts.items())
-            table.add_row(
-                r.strategy,
-                str(r.runs),
-                verdicts,
-                f"{r.crash_rate:.0%}",
-                f"{r.retries:.1f}",
-                format_ns(r.stall_ns),
-                format_ns(r.latency_p50_ns),
-                format_ns(r.latency_p99_ns),
-                key=r.strategy,
-            )
+        self._fill_table(rows)
         self.query_one(BarChart).show_rows(rows)
         self.query_one(ProgressBar).update(progress=self.query_one(ProgressBar).total or 0)
+
+    def _fill_table(self, rows: list[MatrixRow]) -> None:
+        """Columns as wide as their widest cell, set here: left to DataTable, an auto-width
+        column is measured in its Idle handler, and a header drawn before that kept the old
+        widths over rows drawn after (seen under load)."""
+        cells = [_cells(r) for r in rows]
+        table = self.query_one(DataTable)
+        table.clear(columns=True)
+        for i, name in enumerate(COLUMNS):
+            width = max([cell_len(name), *(cell_len(row[i]) for row in cells)])
+            table.add_column(name, key=name, width=width)
+        for r, row in zip(rows, cells, strict=True):
+            table.add_row(*row, key=r.strategy)
 
     def action_rerun(self) -> None:
         try:
