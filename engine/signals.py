@@ -134,6 +134,14 @@ def deferred() -> Iterator[None]:
         raise Interrupted(first[0])
 
 
+def raise_if_noted() -> None:
+    """Inside a deferred() block, where stopping is safe: Interrupted once a signal came."""
+    if _noted:
+        signum = _noted[0]
+        _noted.clear()
+        raise Interrupted(signum)
+
+
 @contextlib.contextmanager
 def workers_ignore_ctrl_c() -> Iterator[None]:
     """SIGINT ignored while the body starts worker processes, which keep ignoring it (an
@@ -149,11 +157,3 @@ def workers_ignore_ctrl_c() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, before)
-
-
-def raise_if_noted() -> None:
-    """Inside a deferred() block, where stopping is safe: Interrupted once a signal came."""
-    if _noted:
-        signum = _noted[0]
-        _noted.clear()
-        raise Interrupted(signum)
