@@ -68,13 +68,9 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message}\n")
 
 
-def _bounded(bound: limits.Bound) -> Any:
-    """An argparse type for one of engine.limits' bounds (the same for files and headers)."""
-    return bound.argtype()
-
-
-SEED = _bounded(limits.SEED)
-VCPUS = _bounded(limits.VCPUS)
+# argparse types for engine.limits' bounds (the same for files and headers).
+SEED = limits.SEED.argtype()
+VCPUS = limits.VCPUS.argtype()
 
 
 _duration = limits.DURATION_NS.argtype("ns")
@@ -235,11 +231,11 @@ def build_parser(prog: str = "slotlab") -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="every strategy on the same seeds, as a matrix")
     cmp_.add_argument("--scenario", default="split", help="a scenario, or all")
     cmp_.add_argument(
-        "--seeds", type=_bounded(limits.SEEDS), default=10, help="seeds 1..N per cell"
+        "--seeds", type=limits.SEEDS.argtype(), default=10, help="seeds 1..N per cell"
     )
     cmp_.add_argument(
         "--jobs",
-        type=_bounded(limits.JOBS),
+        type=limits.JOBS.argtype(),
         default=os.cpu_count() or 1,
         help="worker processes (capped at the CPUs unless --force-jobs)",
     )
@@ -311,10 +307,6 @@ def subcommands(parser: argparse.ArgumentParser) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     return guarded(lambda: dispatch(build_parser().parse_args(argv)))
-
-
-def run_parsed(args: argparse.Namespace) -> int:
-    return guarded(lambda: dispatch(args))
 
 
 def guarded(command: Callable[[], int]) -> int:

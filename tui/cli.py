@@ -146,7 +146,7 @@ def add_display_options(p: argparse.ArgumentParser) -> None:
 
 
 def _port(text: str) -> int:
-    value: int = engine_cli._bounded(limits.PORT)(text)
+    value: int = limits.PORT.argtype()(text)
     return value
 
 
