@@ -25,6 +25,9 @@ class Pacing:
         self.at_call = 0
         self.anchor_wall = 0.0
         self.anchor_virtual = 0
+        # What the pause, resume and step commands still queued for the next hand-over will
+        # make `paused`; None when none is queued (the model backend keeps it).
+        self.queued_paused: bool | None = None
 
     @property
     def speed(self) -> float:
@@ -43,3 +46,9 @@ class Pacing:
     def paused(self, paused: bool) -> None:
         self._paused = paused
         self.live = self._speed != math.inf or paused
+
+    @property
+    def paused_ahead(self) -> bool:
+        """Paused as the run will be once its queued commands apply. A pause toggle reads
+        this: two quick presses resume and pause again, never resume twice."""
+        return self._paused if self.queued_paused is None else self.queued_paused

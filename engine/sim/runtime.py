@@ -316,6 +316,11 @@ class Sequencer:
         self._commands.append(command)
         self._poke.set()
 
+    @property
+    def queued(self) -> int:
+        """Commands sent and not yet applied."""
+        return len(self._commands)
+
     def schedule(self, call: int, command: Any) -> None:
         """Replay: apply command at the hand-over that follows sleep/block call number call."""
         self._scheduled.append((call, command))

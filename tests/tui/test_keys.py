@@ -10,6 +10,7 @@ import pytest
 
 from tui.app import SlotlabApp
 from tui.options import DEFAULT_SPEED, faster
+from tui.screens.live import LiveScreen
 
 from .helpers import commands, live, press, screen_text, session, settle
 
@@ -57,6 +58,25 @@ async def test_p_toggles_pause_and_each_toggle_is_a_command(app_factory: AppFact
         await press(app, pilot, "p")
         assert session(app).seq.pacing.paused
         assert [c.name for c in commands(app)] == ["resume", "pause"]
+
+
+@pytest.mark.asyncio
+async def test_two_presses_of_p_before_the_engine_moves_resume_then_pause(
+    app_factory: AppFactory,
+) -> None:
+    """A second press reads the pause the first one queued, not the engine's state before
+    it: under load a fast typist got two resumes and a run that would not stop."""
+    app = app_factory(speed=1e-9)
+    async with app.run_test() as pilot:
+        await settle(app, pilot)
+        screen = app.screen
+        assert isinstance(screen, LiveScreen)
+        screen.action_pause()
+        screen.action_pause()  # no await between: the engine has not had a hand-over
+        await settle(app, pilot)
+        assert [c.name for c in commands(app)] == ["resume", "pause"]
+        assert session(app).seq.pacing.paused
+        assert "PAUSED" in screen_text(app)
 
 
 @pytest.mark.asyncio

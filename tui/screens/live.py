@@ -178,10 +178,11 @@ class LiveScreen(MonitorScreen):
         return sent
 
     def _engine_paused(self) -> bool:
-        """Paused as the engine is (a breakpoint or a step pauses it without a command)."""
+        """Paused as the engine will be once the commands sent apply (a breakpoint or a step
+        pauses it without a command)."""
         live = self.slotlab.host.live
         pacing = live.pacing if live is not None else None
-        return pacing.paused if pacing is not None else self.paused
+        return pacing.paused_ahead if pacing is not None else self.paused
 
     def action_pause(self) -> None:
         paused = self._engine_paused()

@@ -36,6 +36,9 @@ from engine.sim.perturb import Pct
 from engine.sim.runtime import Actor, Sequencer
 from engine.vmm.vmm import Vmm
 
+# What each pacing command leaves `Pacing.paused` at, for the toggle that reads it early.
+_LEAVES_PAUSED = {"pause": True, "step": True, "resume": False}
+
 
 class _Recorded:
     """A recorded command replayed in a forked run (told apart from one sent now)."""
@@ -224,7 +227,10 @@ class ModelBackend:
         seq.set_command_handler(forked if fork else keep if keep_pacing else flat_out)
 
     def submit(self, name: str, args: dict[str, str]) -> None:
-        self.seq.send((name, args))
+        seq = self.seq
+        if name in _LEAVES_PAUSED:
+            seq.pacing.queued_paused = _LEAVES_PAUSED[name]
+        seq.send((name, args))
 
     def apply_command(self, command: Any) -> None:
         """At a hand-over: the command becomes an event, then acts."""
@@ -232,6 +238,8 @@ class ModelBackend:
         seq = self.seq
         self.ctx.bus.emit(Command(name=name, args=args, call=seq.calls))
         pacing = seq.pacing
+        if not seq.queued:
+            pacing.queued_paused = None
         if name == "inject":
             with contextlib.suppress(FaultError):
                 self.ctx.apply_command(name, args)
