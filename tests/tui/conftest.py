@@ -20,6 +20,9 @@ from tui.options import LaunchOptions
 from .quiesce import post_now, until_quiet
 
 NOTIFICATION_S = 3600.0
+# How long the pilot waits for a screen's pending messages before it gives up: an hour, so a
+# hang still ends the test, and no machine is ever that slow.
+SCREEN_WAIT_S = 3600.0
 
 
 @pytest.fixture(autouse=True)
@@ -42,6 +45,19 @@ def pause_until_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(textual.app, "wait_for_idle", until_quiet)
     monkeypatch.setattr(textual.pilot, "wait_for_idle", until_quiet)
     monkeypatch.setattr(Driver, "send_message", post_now)
+
+
+@pytest.fixture(autouse=True)
+def screens_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Textual's pilot gives up on a screen that has not handled its messages within 30
+    wall-clock seconds (WaitForScreenTimeout), behind every key and pause. The key storm,
+    starved at nice 19 beside two whole suites, took longer than that to get through five keys."""
+    wait = textual.pilot.Pilot._wait_for_screen
+
+    async def patient(self: textual.pilot.Pilot[Any]) -> bool:
+        return await wait(self, SCREEN_WAIT_S)
+
+    monkeypatch.setattr(textual.pilot.Pilot, "_wait_for_screen", patient)
 
 
 @pytest.fixture(autouse=True)
