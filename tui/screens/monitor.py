@@ -83,6 +83,7 @@ class MonitorScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self.last: Snapshot | None = None
+        self._stops = ""
 
     # --- layout -------------------------------------------------------------------------
 
@@ -256,10 +257,15 @@ class MonitorScreen(Screen[None]):
     def show_stops(self, breakpoints: str, stopped_at: str) -> None:
         """The breakpoint line: the list, and the one the run stopped at (hidden when both
         are empty, so a session without breakpoints keeps its rows)."""
-        line = self.query_one("#breaks", Static)
         text = f"⏸ stopped at {stopped_at}" if stopped_at else ""
         if breakpoints:
             text = f"{text}   breakpoints: {breakpoints}" if text else f"breakpoints: {breakpoints}"
+        # Every frame asks; only a change may redraw, since Static.update() lays the whole
+        # screen out again (a layout per frame tripled the 4-vCPU frame time).
+        if text == self._stops:
+            return
+        self._stops = text
+        line = self.query_one("#breaks", Static)
         line.set_class(bool(text), "-on")
         line.update(text)
 
