@@ -96,9 +96,12 @@ def new_session(config: RunConfig, log: str | None) -> Session:
     return Session(config, log_path=log)
 
 
-def run_session(config: RunConfig, log: str | None = None) -> Summary:
-    """One run flat out; SIGINT/SIGTERM finish its log and raise engine.signals.Interrupted."""
-    session = Session(config, log_path=log)
+def run_session(
+    config: RunConfig, log: str | None = None, observers: tuple[Subscriber, ...] = ()
+) -> Summary:
+    """One run flat out; SIGINT/SIGTERM finish its log and raise engine.signals.Interrupted.
+    Each observer sees every event as it is emitted."""
+    session = Session(config, log_path=log, observers=observers)
     try:
         trio.run(run_interruptible, session.run, session.interrupt)
     except BaseExceptionGroup as group:
