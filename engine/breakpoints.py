@@ -164,7 +164,8 @@ class Breakpoints:
 
     @property
     def active(self) -> bool:
-        return any(e.enabled for e in self.entries)
+        # Asked at every event of a live run: with no breakpoints, no generator either.
+        return bool(self.entries) and any(e.enabled for e in self.entries)
 
     def check(self, ev: Event, verdict_before: str, verdict_after: str) -> Hit | None:
         """The first enabled breakpoint ``ev`` fires, given the verdict before and after the
