@@ -273,11 +273,12 @@ def check_keymap_env() -> None:
 
 
 def run_app(options: LaunchOptions, mouse: bool = True) -> int:
+    from tui import hostloop
     from tui.app import SlotlabApp
 
     check_keymap_env()
     app = SlotlabApp(options)
-    app.run(mouse=mouse)
+    hostloop.run(app.run_async(mouse=mouse))
     if app.engine_error:
         where = f"; session log: {app.error_log}" if app.error_log else ""
         print(f"slotlab: the engine failed: {app.engine_error}{where}", file=sys.stderr)
@@ -373,6 +374,7 @@ def _dispatch(args: list[str]) -> int:
 def run_qemu_tui(ns: argparse.Namespace) -> int:
     """`slotlab qemu -- QEMU...` with the live view; QEMU never outlives it."""
     from engine.api import QemuProcess, output_paths, qemu_command
+    from tui import hostloop
     from tui.qemu_watch import QemuWatchApp
 
     trace, scenario, stderr = output_paths(ns.out)
@@ -380,7 +382,7 @@ def run_qemu_tui(ns: argparse.Namespace) -> int:
     qemu = QemuProcess(qemu_command(ns), trace, stderr)
     app = QemuWatchApp(qemu, scenario, ns.duration)
     try:
-        code = app.run()
+        code = hostloop.run(app.run_async())
     finally:
         qemu.stop()
     if app.result is None:
