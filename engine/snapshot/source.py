@@ -23,9 +23,8 @@ from engine.snapshot.views import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from engine.model.memslots import MemslotSet
     from engine.snapshot.tracker import History
-    from engine.vmm.flatview import FlatRange, FlatView
+    from engine.snapshot.viewcache import ViewCache
     from engine.vmm.vmm import Vmm
 
 
@@ -54,7 +53,7 @@ class SnapshotSource(Protocol):
         ...
 
     def spaces(
-        self, vmm: Vmm, span: Callable[[int], tuple[int, int]]
+        self, vmm: Vmm, span: Callable[[int], tuple[int, int]], views: ViewCache
     ) -> tuple[AddressSpaceView, ...]: ...
 
     def vcpus(self, history: History, now: int) -> tuple[VcpuView, ...]: ...
@@ -68,19 +67,20 @@ def address_space(
     active: SetView,
     inactive: SetView,
     span: Callable[[int], tuple[int, int]],
+    views: ViewCache,
 ) -> AddressSpaceView:
     """An address space: the kernel's sets as the backend sees them, the VMM's FlatViews,
     and the holes between them."""
     txn = vmm.in_flight
-    published = ranges(vmm.views[as_id])
-    pending = ranges(txn.new) if txn is not None and txn.as_id == as_id else ()
+    published = views.ranges(vmm.views[as_id])
+    pending = views.ranges(txn.new) if txn is not None and txn.as_id == as_id else ()
     return AddressSpaceView(
         as_id=as_id,
         active=active,
         inactive=inactive,
         vmm=published,
         pending=pending,
-        holes=holes(active.slots, published, pending),
+        holes=views.holes(as_id, active.slots, published, pending),
         layout=vmm.layout_names[as_id],
         span=span(as_id),
     )
@@ -126,23 +126,6 @@ def activity(
     if last == "KVM_EXIT_INTR":
         return "kicked"
     return "userspace"
-
-
-def set_view(slots: MemslotSet) -> SetView:
-    return SetView(
-        slots.node_idx,
-        slots.generation,
-        slots.version,
-        tuple(SlotView(s.id, s.base_gfn, s.npages, s.flags, s.userspace_addr) for s in slots),
-    )
-
-
-def ranges(view: FlatView) -> tuple[RangeView, ...]:
-    return tuple(_range(r) for r in view.ranges)
-
-
-def _range(r: FlatRange) -> RangeView:
-    return RangeView(r.start, r.size, r.kind, r.name, r.log_dirty)
 
 
 def holes(

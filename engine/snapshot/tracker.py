@@ -25,6 +25,7 @@ from engine.events import (
     SwapPublish,
 )
 from engine.model import constants as c
+from engine.snapshot.viewcache import ViewCache
 from engine.snapshot.views import (
     AddressSpaceView,
     GpView,
@@ -149,6 +150,7 @@ class Tracker(History):
         self._spaces: tuple[AddressSpaceView, ...] = ()
         self._spans: dict[int, tuple[int, int]] = {}
         self._vmm_key: tuple[int, ...] = ()
+        self._views = ViewCache()
         self._scenario: Scenario | None = None
 
     @classmethod
@@ -171,7 +173,8 @@ class Tracker(History):
             # transaction boundaries: rebuild the (possibly thousands of) slot records then.
             vmm_key = (id(txn), *(id(v) for v in vmm.views), source.slots_key())
             if self.slots_dirty or vmm_key != self._vmm_key:
-                self._spaces = source.spaces(vmm, self._span)
+                self._spaces = source.spaces(vmm, self._span, self._views)
+                self._views.snapshot_done()
                 self.slots_dirty = False
                 self._vmm_key = vmm_key
             if txn is not None:

@@ -16,6 +16,7 @@ from engine.snapshot.views import AddressSpaceView, SetView, SlotView, SrcuView,
 if TYPE_CHECKING:
     from engine.backends.kvm.backend import KvmBackend
     from engine.snapshot.tracker import History
+    from engine.snapshot.viewcache import ViewCache
     from engine.vmm.vmm import Vmm
 
 RATE_WINDOW_NS = 100_000_000
@@ -40,7 +41,7 @@ class KvmSnapshotSource:
         return len(self.b.kernel.regions)
 
     def spaces(
-        self, vmm: Vmm, span: Callable[[int], tuple[int, int]]
+        self, vmm: Vmm, span: Callable[[int], tuple[int, int]], views: ViewCache
     ) -> tuple[AddressSpaceView, ...]:
         """The slots as the VMM set them: the kernel's sets and generations stay hidden."""
         kernel = self.b.kernel
@@ -63,7 +64,9 @@ class KvmSnapshotSource:
                 )
             )
             out.append(
-                address_space(vmm, as_id, SetView(-1, 0, 0, slots), SetView(-1, 0, 0, ()), span)
+                address_space(
+                    vmm, as_id, SetView(-1, 0, 0, slots), SetView(-1, 0, 0, ()), span, views
+                )
             )
         return tuple(out)
 

@@ -6,12 +6,13 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from engine.snapshot.source import ClockView, activity, address_space, rates, set_view
+from engine.snapshot.source import ClockView, activity, address_space, rates
 from engine.snapshot.views import AddressSpaceView, GpView, ReaderView, SrcuView, VcpuView
 
 if TYPE_CHECKING:
     from engine.backends.model.backend import ModelBackend
     from engine.snapshot.tracker import History
+    from engine.snapshot.viewcache import ViewCache
     from engine.vmm.vmm import Vmm
 
 RATE_WINDOW_NS = 100_000
@@ -41,11 +42,13 @@ class ModelSnapshotSource:
         return 0  # every change of a memslot set is an event the tracker sees
 
     def spaces(
-        self, vmm: Vmm, span: Callable[[int], tuple[int, int]]
+        self, vmm: Vmm, span: Callable[[int], tuple[int, int]], views: ViewCache
     ) -> tuple[AddressSpaceView, ...]:
         vm = self.b.vm
         return tuple(
-            address_space(vmm, a, set_view(vm.active(a)), set_view(vm.inactive(a)), span)
+            address_space(
+                vmm, a, views.set_view(vm.active(a)), views.set_view(vm.inactive(a)), span, views
+            )
             for a in range(vm.host.nr_address_spaces)
         )
 
