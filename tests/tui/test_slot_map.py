@@ -186,3 +186,35 @@ async def test_table_shows_both_sets_generations_and_bit_63(app_factory: AppFact
         assert any("as0 active" in t and "bit 63 SET: update in progress" in t for t in texts)
         assert any("as0 inactive" in t and "bit 63 clear" in t for t in texts)
         assert any("INVALID" in t for t in texts)
+
+
+@pytest.mark.asyncio
+async def test_a_slot_change_redraws_only_the_rows_drawn_from_what_changed(
+    app_factory: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """split changes as0's slots only: as1's bars keep their keys and come from the cache."""
+    drawn: list[tuple[object, ...]] = []
+    render_row = SlotMap.render_row
+
+    def spy(self: SlotMap, key: object, width: int) -> object:
+        assert isinstance(key, tuple)
+        drawn.append(key[:3])
+        return render_row(self, key, width)
+
+    monkeypatch.setattr(SlotMap, "render_row", spy)
+    app = app_factory()
+    async with app.run_test(size=(160, 60)) as pilot:
+        await settle(app, pilot)
+        assert ("bar", 1, "active") in drawn  # as1 is on screen
+        first = app.host.snapshot()
+        assert first is not None
+        drawn.clear()
+
+        def slots_changed() -> bool:
+            snap = app.host.snapshot()
+            return snap is not None and snap.spaces is not first.spaces
+
+        await step_until(app, pilot, slots_changed)
+        await settle(app, pilot)
+        spaces = {key[1] for key in drawn if key[0] == "bar"}
+        assert spaces == {0}

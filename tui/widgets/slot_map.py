@@ -150,12 +150,16 @@ class SlotMap(RowView):
         """No legend, and the inspector line only once something is picked."""
         self._snap: Snapshot | None = None
         self._spaces: tuple[AddressSpaceView, ...] = ()
-        self._epoch = 0
+        # Each object a row is drawn from (a set's slots, the VMM's ranges, the holes), with
+        # a number that changes only when the snapshot replaces it: rows key on the numbers,
+        # so only rows whose source changed are redrawn. Keeping the objects keeps their ids.
+        self._stamps: dict[int, tuple[object, int]] = {}
+        self._stamped = 0
         self._names: list[dict[int, str]] = []
         self._window = (0.0, 1.0)
         self._picked: tuple[int, int] | None = None
         self._row_targets: dict[int, int] = {}
-        self._span_cache: dict[tuple[int, str], Spans] = {}
+        self._span_cache: dict[tuple[int, str], tuple[tuple[int, ...], Spans]] = {}
 
     # --- zoom and pan -------------------------------------------------------------------
 
@@ -199,10 +203,40 @@ class SlotMap(RowView):
         self._snap = snap
         if snap.spaces is not self._spaces:
             self._spaces = snap.spaces
-            self._epoch += 1
-            self._span_cache.clear()
+            self._stamp(snap.spaces)
             self._names = [_names(space) for space in snap.spaces]
         self._redraw()
+
+    def _stamp(self, spaces: tuple[AddressSpaceView, ...]) -> None:
+        stamps: dict[int, tuple[object, int]] = {}
+        for space in spaces:
+            for source in (
+                space.active.slots,
+                space.inactive.slots,
+                space.holes,
+                space.vmm,
+                space.pending,
+            ):
+                hit = self._stamps.get(id(source))
+                if hit is None or hit[0] is not source:
+                    self._stamped += 1
+                    hit = (source, self._stamped)
+                stamps[id(source)] = hit
+        self._stamps = stamps
+
+    def _sources(self, as_id: int, which: str) -> tuple[int, ...]:
+        """The stamps of what a bar (or the labels, "slots") is drawn from."""
+        space = self._spaces[as_id]
+        stamp = self._stamps
+        if which == "active":
+            return stamp[id(space.active.slots)][1], stamp[id(space.holes)][1]
+        if which == "inactive":
+            return (stamp[id(space.inactive.slots)][1],)
+        if which == "vmm":
+            return (stamp[id(space.vmm)][1],)
+        if which == "next":
+            return (stamp[id(space.pending)][1],)
+        return (stamp[id(space.active.slots)][1],)
 
     def _redraw(self) -> None:
         snap = self._snap
@@ -210,21 +244,24 @@ class SlotMap(RowView):
             return
         rows: list[Hashable] = []
         targets: dict[int, int] = {}
-        e = self._epoch
+        src = self._sources
         for space in snap.spaces:
             a = space.as_id
             lo, hi = self.window_of(space)
             rip, data = _marks(snap.vcpus, a)
-            rows.append(("head", a, e, round(self.zoom, 2), snap.txn))
+            gens = (space.layout, space.active.generation, space.inactive.generation)
+            rows.append(("head", a, gens, round(self.zoom, 2), snap.txn))
             rows.append(("ruler", a, lo, hi))
             targets[len(rows)] = a
-            rows.append(("bar", a, "active", e, lo, hi))
-            rows.append(("labels", a, e, lo, hi))
+            rows.append(("bar", a, "active", src(a, "active"), lo, hi))
+            # The labels name slots by the VMM's ranges as well.
+            names = (src(a, "slots"), src(a, "vmm"), src(a, "next"))
+            rows.append(("labels", a, names, lo, hi))
             targets[len(rows)] = a
-            rows.append(("bar", a, "inactive", e, lo, hi))
+            rows.append(("bar", a, "inactive", src(a, "inactive"), lo, hi))
             targets[len(rows)] = a
-            rows.append(("bar", a, "vmm", e, lo, hi))
-            rows.append(("bar", a, "next", e, lo, hi))
+            rows.append(("bar", a, "vmm", src(a, "vmm"), lo, hi))
+            rows.append(("bar", a, "next", src(a, "next"), lo, hi))
             rows.append(("marks", a, "rip", rip, lo, hi))
             rows.append(("marks", a, "data", data, lo, hi))
         if not self.compact or self._picked is not None:
@@ -291,21 +328,24 @@ class SlotMap(RowView):
 
     def _spans(self, as_id: int, which: str) -> Spans:
         key = (as_id, which)
-        spans = self._span_cache.get(key)
-        if spans is None:
-            space = self._spaces[as_id]
-            if which == "active":
-                items = [(s.start, s.end, slot_code(s)) for s in space.active.slots]
-                items += [(s, e, HOLE) for s, e in space.holes]
-            elif which == "inactive":
-                items = [(s.start, s.end, slot_code(s)) for s in space.inactive.slots]
-            elif which == "vmm":
-                items = [(r.start, r.end, range_code(r)) for r in space.vmm]
-            elif which == "next":
-                items = [(r.start, r.end, range_code(r)) for r in space.pending]
-            else:  # "slots": the active set alone, for labels
-                items = [(s.start, s.end, i) for i, s in enumerate(space.active.slots)]
-            spans = self._span_cache[key] = Spans(items)
+        sources = self._sources(as_id, which)
+        hit = self._span_cache.get(key)
+        if hit is not None and hit[0] == sources:
+            return hit[1]
+        space = self._spaces[as_id]
+        if which == "active":
+            items = [(s.start, s.end, slot_code(s)) for s in space.active.slots]
+            items += [(s, e, HOLE) for s, e in space.holes]
+        elif which == "inactive":
+            items = [(s.start, s.end, slot_code(s)) for s in space.inactive.slots]
+        elif which == "vmm":
+            items = [(r.start, r.end, range_code(r)) for r in space.vmm]
+        elif which == "next":
+            items = [(r.start, r.end, range_code(r)) for r in space.pending]
+        else:  # "slots": the active set alone, for labels
+            items = [(s.start, s.end, i) for i, s in enumerate(space.active.slots)]
+        spans = Spans(items)
+        self._span_cache[key] = (sources, spans)
         return spans
 
     def _gutter(self, title: str) -> tuple[str, Style]:
