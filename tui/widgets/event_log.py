@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Hashable, Iterable
 
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -251,13 +252,18 @@ class EventLog(Widget, can_focus=True):
         if selected:
             cursor = self._style("log--cursor")
             style, time_style = style + cursor, time_style + cursor
-        segments = [
-            Segment(f"{format_ns(event.t):>9} #{event.seq:<6}", time_style),
-            Segment(f" {kind_of(event):<13} ", style),
-            Segment(event_summary(event), style),
-        ]
+        stamp = f"{format_ns(event.t):>9} #{event.seq:<6}"
+        kind = f" {kind_of(event):<13} "
+        summary = event_summary(event)
+        segments = [Segment(stamp, time_style), Segment(kind, style), Segment(summary, style)]
         fill = style if selected else self._style("")
-        return Strip(segments).adjust_cell_length(width, fill)
+        # Padded here and built once: flat out, every line on screen is new at every frame,
+        # and Strip.adjust_cell_length() would build a second Strip per line.
+        length = len(stamp) + len(kind) + cell_len(summary)
+        if length > width:
+            return Strip(segments).adjust_cell_length(width, fill)
+        segments.append(Segment(" " * (width - length), fill))
+        return Strip(segments, width)
 
     def _status(self, width: int) -> Strip:
         total = len(self._visible)
