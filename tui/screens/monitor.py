@@ -6,6 +6,8 @@ Snapshots (``show``); whatever it wants done to the run goes through its subclas
 
 from __future__ import annotations
 
+import functools
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -165,13 +167,20 @@ class MonitorScreen(Screen[None]):
     def show(self, snap: Snapshot) -> None:
         """Draw a snapshot: the status, the verdict, the logs and the visible view."""
         self.last = snap
-        self.query_one(StatusBar).show(snap)
-        self.query_one(VerdictBanner).show_verdict(snap.verdict)
-        for log in self.query(EventLog):
+        status, verdict, logs = self._bars
+        status.show(snap)
+        verdict.show_verdict(snap.verdict)
+        for log in logs:
             log.ingest(snap.events)
         for widget in self._visible_panels():
             # Every panel has update_snapshot; _visible_panels() yields them as Widget.
             widget.update_snapshot(snap)  # type: ignore[attr-defined]
+
+    @functools.cached_property
+    def _bars(self) -> tuple[StatusBar, VerdictBanner, list[EventLog]]:
+        """Looked up once: the screen composes them for good, and a DOM query at every frame
+        walked every node of the screen."""
+        return self.query_one(StatusBar), self.query_one(VerdictBanner), list(self.query(EventLog))
 
     def _visible_panels(self) -> list[Widget]:
         ids = {
